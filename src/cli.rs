@@ -1,0 +1,403 @@
+//! Command line: `serve`, `envoy-config`, `check`, `run`, `upstream`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, CompileOptions, Config, ConfigHandle};
+use crate::envoy::{render_yaml, BackendOverride, EnvoyOptions, ProcessorAddress};
+use crate::extproc::{serve, Listen, Processor};
+use crate::local::{LocalGateway, LocalOptions};
+use crate::upstreams::{self, FireworksOptions, UpstreamKind};
+
+/// Envoy external processor that makes Envoy an AI gateway for OpenAI-compatible providers.
+///
+/// It reads Envoy AI Gateway's YAML (AIGatewayRoute, AIServiceBackend, BackendSecurityPolicy,
+/// Backend, BackendTLSPolicy, Secret), routes requests by their body's `model`, rewrites
+/// model, path and credentials for the chosen backend, answers /v1/models, and writes token
+/// usage into Envoy's dynamic metadata (namespace io.envoy.ai_gateway).
+#[derive(Debug, Parser)]
+#[command(name = "ai-extproc", version)]
+pub struct Cli {
+    /// Log filter (tracing syntax, e.g. `info,ai_extproc=debug`).
+    #[arg(long, global = true, env = "AI_EXTPROC_LOG", default_value = "info")]
+    pub log: String,
+    /// Log format.
+    #[arg(long, global = true, env = "AI_EXTPROC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the ext_proc gRPC service for an Envoy that is already running.
+    Serve(ServeArgs),
+    /// Print the Envoy bootstrap for the config.
+    EnvoyConfig(EnvoyConfigArgs),
+    /// Validate the config and print the route table; exit 1 on errors.
+    Check(ConfigArgs),
+    /// Run locally: processor + Envoy (+ offline upstreams), supervised together. Ctrl-C stops all.
+    Run(RunArgs),
+    /// Run an offline upstream alone.
+    Upstream(UpstreamArgs),
+}
+
+/// Config files and secret overrides.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// YAML files or directories (multi-document Kubernetes YAML).
+    #[arg(required = true, env = "AI_EXTPROC_CONFIG", value_delimiter = ',')]
+    pub config: Vec<PathBuf>,
+    /// Take Secret NAME's apiKey from environment variable VAR when it is set and non-empty
+    /// (repeatable). Without it, AI_EXTPROC_SECRET_<NAME> (upper case, `-` as `_`) is used.
+    #[arg(long = "secret-env", value_name = "NAME=VAR", value_parser = parse_pair)]
+    pub secret_env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// gRPC listen address: host:port or unix:/path.
+    #[arg(long, env = "AI_EXTPROC_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: Listen,
+}
+
+/// Envoy rendering flags shared by `envoy-config` and `run`.
+#[derive(Debug, Args)]
+pub struct EnvoyArgs {
+    /// Envoy's client-facing listener.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen_address: SocketAddr,
+    /// Envoy's admin interface.
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    pub admin_address: SocketAddr,
+    /// Envoy's access log file.
+    #[arg(long, default_value = "/dev/stdout")]
+    pub access_log: String,
+    /// Largest body Envoy buffers, in bytes (413 beyond).
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: u32,
+    /// Send Backend NAME's traffic to ADDR (like curl --resolve; SNI and Host keep the name).
+    #[arg(long = "backend-address", value_name = "NAME=IP:PORT", value_parser = parse_pair)]
+    pub backend_address: Vec<(String, String)>,
+    /// Trust the CA bundle FILE for Backend NAME instead of its BackendTLSPolicy's.
+    #[arg(long = "backend-ca", value_name = "NAME=FILE", value_parser = parse_pair)]
+    pub backend_ca: Vec<(String, String)>,
+    /// CA bundle used for `wellKnownCACertificates: System` (default: the first usual path found).
+    #[arg(long)]
+    pub system_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvoyConfigArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub envoy: EnvoyArgs,
+    /// Where Envoy reaches the processor: host:port (a DNS name works) or unix:/path.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub processor_address: String,
+    /// Write to FILE instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub envoy: EnvoyArgs,
+    /// Envoy binary.
+    #[arg(long, env = "ENVOY_BIN", default_value = "envoy")]
+    pub envoy_bin: PathBuf,
+    /// Envoy's log level.
+    #[arg(long, default_value = "warning")]
+    pub envoy_log_level: String,
+    /// Directory for the rendered bootstrap, the processor socket and test CA files.
+    #[arg(long, default_value = ".run")]
+    pub state_dir: PathBuf,
+    /// Serve Backend NAME with the built-in fake Fireworks (HTTPS, test CA).
+    #[arg(long, value_name = "NAME")]
+    pub fake_fireworks: Option<String>,
+    /// Serve Backend NAME with the built-in test upstream.
+    #[arg(long, value_name = "NAME")]
+    pub test_upstream: Option<String>,
+    /// Processor listen address (default: unix socket in the state directory).
+    #[arg(long)]
+    pub processor_listen: Option<Listen>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpstreamArgs {
+    /// Which upstream.
+    #[arg(value_enum)]
+    pub kind: UpstreamChoice,
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// API key the fake Fireworks accepts.
+    #[arg(
+        long,
+        env = "FAKE_FIREWORKS_API_KEY",
+        default_value = "fw_YOUR_FIREWORKS_API_KEY_HERE"
+    )]
+    pub api_key: String,
+    /// Write the fake Fireworks' CA certificate here.
+    #[arg(long, default_value = "fake-fireworks-ca.pem")]
+    pub ca_out: PathBuf,
+    /// Milliseconds between streamed events.
+    #[arg(long, default_value_t = 20)]
+    pub stream_interval_ms: u64,
+}
+
+/// Offline upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UpstreamChoice {
+    /// The basic guide's test upstream (HTTP).
+    Test,
+    /// The fake Fireworks API (HTTPS).
+    Fireworks,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+}
+
+/// Exit code and message of a failed command.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+fn load(args: &ConfigArgs) -> Result<Config, Failure> {
+    Ok(config::load(
+        &args.config,
+        &CompileOptions::from_env(args.secret_env.clone()),
+    )?)
+}
+
+impl EnvoyArgs {
+    fn options(&self) -> Result<EnvoyOptions, Failure> {
+        let mut options = EnvoyOptions {
+            listen: self.listen_address,
+            admin: self.admin_address,
+            access_log: self.access_log.clone(),
+            max_body_bytes: self.max_body_bytes,
+            ..EnvoyOptions::default()
+        };
+        if let Some(f) = &self.system_ca_file {
+            options.system_ca_file = f.clone();
+        }
+        for (backend, addr) in &self.backend_address {
+            let address: SocketAddr = addr
+                .parse()
+                .map_err(|e| Failure(format!("--backend-address {backend}={addr}: {e}")))?;
+            options.overrides.push(BackendOverride {
+                backend: backend.clone(),
+                address: Some(address),
+                ca_file: None,
+            });
+        }
+        for (backend, file) in &self.backend_ca {
+            match options.overrides.iter_mut().find(|o| &o.backend == backend) {
+                Some(o) => o.ca_file = Some(file.into()),
+                None => options.overrides.push(BackendOverride {
+                    backend: backend.clone(),
+                    address: None,
+                    ca_file: Some(file.into()),
+                }),
+            }
+        }
+        Ok(options)
+    }
+}
+
+fn processor_address(s: &str) -> Result<ProcessorAddress, Failure> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        return Ok(ProcessorAddress::Unix(path.into()));
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| {
+        Failure(format!(
+            "--processor-address {s:?}: expected host:port or unix:/path"
+        ))
+    })?;
+    let port = port
+        .parse()
+        .map_err(|_| Failure(format!("--processor-address {s:?}: bad port")))?;
+    Ok(ProcessorAddress::Tcp {
+        host: host.trim_matches(['[', ']']).to_string(),
+        port,
+    })
+}
+
+/// Runs a command to completion.
+pub async fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Serve(args) => {
+            let handle = ConfigHandle::new(load(&args.config)?);
+            let bound = args.listen.bind().await?;
+            tracing::info!(listen = ?args.listen, "ai-extproc serving ext_proc");
+            serve(bound, Processor::new(handle), shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::EnvoyConfig(args) => {
+            let config = load(&args.config)?;
+            let mut options = args.envoy.options()?;
+            options.processor = processor_address(&args.processor_address)?;
+            let yaml = render_yaml(&config, &options);
+            match args.output {
+                Some(path) => std::fs::write(path, yaml)?,
+                None => print!("{yaml}"),
+            }
+            Ok(())
+        }
+        Command::Check(args) => {
+            let config = load(&args)?;
+            print!("{}", route_table(&config));
+            Ok(())
+        }
+        Command::Run(args) => run_local(args).await,
+        Command::Upstream(args) => run_upstream(args).await,
+    }
+}
+
+/// `model match -> backend -> provider model` lines.
+pub fn route_table(config: &Config) -> String {
+    let mut out = String::from("MATCH\tBACKEND\tPROVIDER MODEL\tCLUSTER\n");
+    for rule in &config.rules {
+        let matches: Vec<String> = rule
+            .matches
+            .iter()
+            .map(|m| {
+                let parts: Vec<String> = m
+                    .headers
+                    .iter()
+                    .map(|h| match h {
+                        config::HeaderMatch::Exact { name, value } => format!("{name}={value}"),
+                        config::HeaderMatch::Regex { name, regex } => {
+                            format!("{name}~{}", regex.as_str())
+                        }
+                    })
+                    .collect();
+                if parts.is_empty() {
+                    "*".to_string()
+                } else {
+                    parts.join(",")
+                }
+            })
+            .collect();
+        for target in &rule.backends {
+            let backend = &config.backends[target.backend];
+            let provider = target
+                .model_name_override
+                .as_deref()
+                .unwrap_or("(as requested)");
+            let cluster = &config.clusters[backend.cluster];
+            out.push_str(&format!(
+                "{}\t{} (weight {})\t{}\t{} {}{}\n",
+                matches.join(" | "),
+                backend.name,
+                target.weight,
+                provider,
+                cluster.name,
+                match &cluster.endpoint {
+                    config::Endpoint::Fqdn { hostname, port } => format!("{hostname}:{port}"),
+                    config::Endpoint::Ip { address, port } => format!("{address}:{port}"),
+                },
+                backend.prefix,
+            ));
+        }
+    }
+    out
+}
+
+async fn run_local(args: RunArgs) -> Result<(), Failure> {
+    let options = LocalOptions {
+        config: args.config.config.clone(),
+        secret_env: args.config.secret_env.clone(),
+        envoy: args.envoy_bin.clone(),
+        state_dir: args.state_dir.clone(),
+        envoy_options: args.envoy.options()?,
+        fake_fireworks: args.fake_fireworks.clone(),
+        fake_fireworks_key: None,
+        fake_stream_interval: Duration::from_millis(20),
+        test_upstream: args.test_upstream.clone(),
+        processor_listen: args.processor_listen.clone(),
+        envoy_log_level: args.envoy_log_level.clone(),
+        envoy_args: Vec::new(),
+    };
+    let mut gateway = LocalGateway::start(options).await?;
+    if args.fake_fireworks.is_some() {
+        tracing::warn!("Fireworks traffic goes to the built-in fake (offline); set FIREWORKS_API_KEY to use api.fireworks.ai");
+    }
+    println!(
+        "ai-extproc gateway ready on http://{} (Ctrl-C stops it)",
+        gateway.listen
+    );
+    print!("{}", route_table(&gateway.config.snapshot()));
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("stopping");
+            Ok(())
+        }
+        status = gateway.wait_envoy() => Err(Failure(format!("Envoy exited: {}", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())))),
+    }
+}
+
+async fn run_upstream(args: UpstreamArgs) -> Result<(), Failure> {
+    let kind = match args.kind {
+        UpstreamChoice::Test => UpstreamKind::Test,
+        UpstreamChoice::Fireworks => UpstreamKind::Fireworks(FireworksOptions {
+            api_key: args.api_key.clone(),
+            stream_interval: Duration::from_millis(args.stream_interval_ms),
+        }),
+    };
+    let up = upstreams::spawn(kind, args.listen).await?;
+    if let Some(pem) = &up.ca_pem {
+        std::fs::write(&args.ca_out, pem)?;
+        println!(
+            "fake Fireworks on https://{} (CA: {})",
+            up.addr,
+            args.ca_out.display()
+        );
+    } else {
+        println!("test upstream on http://{}", up.addr);
+    }
+    shutdown_signal().await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,80 @@
+//! Configuration: Envoy AI Gateway custom resources (YAML) -> raw serde types -> one compiled,
+//! immutable [`Config`], shared through [`ConfigHandle`] and swapped whole.
+
+mod compile;
+mod error;
+mod load;
+mod raw;
+mod runtime;
+mod secret;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+pub use compile::{
+    compile, secret_env_var, CompileOptions, DEFAULT_REQUEST_TIMEOUT, MODEL_HEADER,
+    SECRET_ENV_PREFIX,
+};
+pub use error::{ConfigError, ConfigErrors, Location};
+pub use load::{load_paths, parse_str, Object};
+pub use runtime::{
+    BackendId, CaSource, Cluster, ClusterId, Config, Cost, CostKind, Endpoint, HeaderMatch, Match,
+    ModelInfo, Route, RouteId, Rule, ServiceBackend, Tls, WeightedBackend,
+};
+pub use secret::SecretString;
+
+/// Loads and compiles the given files and directories.
+pub fn load(paths: &[PathBuf], options: &CompileOptions) -> Result<Config, ConfigErrors> {
+    let objects = load_paths(paths).map_err(ConfigErrors)?;
+    compile(&objects, options).map_err(ConfigErrors)
+}
+
+/// Compiles one YAML text (tests, fuzzing).
+pub fn load_str(name: &str, text: &str, options: &CompileOptions) -> Result<Config, ConfigErrors> {
+    let mut objects = Vec::new();
+    let mut errors = Vec::new();
+    parse_str(std::path::Path::new(name), text, &mut objects, &mut errors);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    compile(&objects, options).map_err(ConfigErrors)
+}
+
+/// The live configuration. Each ext_proc stream takes one snapshot when it opens and keeps it,
+/// so a swap never changes a request half-way.
+#[derive(Debug, Clone)]
+pub struct ConfigHandle(Arc<ArcSwap<Config>>);
+
+impl ConfigHandle {
+    pub fn new(config: Config) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(config)))
+    }
+
+    pub fn snapshot(&self) -> Arc<Config> {
+        self.0.load_full()
+    }
+
+    pub fn store(&self, config: Config) {
+        self.0.store(Arc::new(config));
+    }
+}
+
+impl CompileOptions {
+    /// Options from this process's environment and clock.
+    pub fn from_env(secret_env: Vec<(String, String)>) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        Self {
+            env: std::env::vars().collect(),
+            secret_env,
+            now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

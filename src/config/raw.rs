@@ -1,0 +1,312 @@
+//! The Kubernetes custom resources ai-extproc reads, as written in YAML. Strict: a field we do not
+//! know in a `spec` is an error (it names a feature we would otherwise silently ignore), while
+//! `metadata` keeps Kubernetes' open shape (labels, annotations, ...).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// `metadata` of any object: only name and namespace matter here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    /// Object name; references use it.
+    pub name: String,
+    /// Kubernetes namespace; `default` when absent.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// RFC 3339 creation time; the `created` of `/v1/models` entries when set.
+    #[serde(default)]
+    pub creation_timestamp: Option<String>,
+}
+
+/// `aigateway.envoyproxy.io` `AIGatewayRoute` (v1alpha1 and v1beta1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AIGatewayRouteSpec {
+    /// Gateways this route attaches to; one listener here, so only accepted.
+    #[serde(default)]
+    pub parent_refs: Vec<serde_yaml::Value>,
+    /// Older v1alpha1 spelling of `parentRefs`; accepted and ignored likewise.
+    #[serde(default)]
+    pub target_refs: Vec<serde_yaml::Value>,
+    /// Older v1alpha1 input schema (`{name: OpenAI}`); only OpenAI is served.
+    #[serde(default)]
+    pub schema: Option<SchemaSpec>,
+    /// Host names the route answers for; Envoy's virtual host takes every host.
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    /// Rules in match order.
+    pub rules: Vec<RuleSpec>,
+    /// Token costs written into dynamic metadata.
+    #[serde(default)]
+    pub llm_request_costs: Vec<CostSpec>,
+}
+
+/// One rule of an `AIGatewayRoute`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Matches (OR); each one's header conditions are ANDed.
+    #[serde(default)]
+    pub matches: Vec<MatchSpec>,
+    /// Backends (AIServiceBackend names) with weights.
+    #[serde(default)]
+    pub backend_refs: Vec<BackendRefSpec>,
+    /// Gateway API `HTTPRouteTimeouts`.
+    #[serde(default)]
+    pub timeouts: Option<TimeoutsSpec>,
+    /// Idle time allowed between upstream bytes.
+    #[serde(default)]
+    pub stream_idle_timeout: Option<String>,
+    /// `owned_by` of this rule's models in `/v1/models`.
+    #[serde(default)]
+    pub models_owned_by: Option<String>,
+    /// RFC 3339 `created` of this rule's models in `/v1/models`.
+    #[serde(default)]
+    pub models_created_at: Option<String>,
+}
+
+/// Gateway API `HTTPRouteTimeouts`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TimeoutsSpec {
+    /// Whole request, streamed response included.
+    #[serde(default)]
+    pub request: Option<String>,
+    /// One try to the backend.
+    #[serde(default)]
+    pub backend_request: Option<String>,
+}
+
+/// One match of a rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MatchSpec {
+    /// Header conditions, all of which must hold.
+    #[serde(default)]
+    pub headers: Vec<HeaderMatchSpec>,
+}
+
+/// A header condition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatchSpec {
+    /// `Exact` (default) or `RegularExpression`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// Header name, case-insensitive.
+    pub name: String,
+    /// Value or RE2 expression (whole-value match).
+    pub value: String,
+}
+
+/// A rule's reference to an `AIServiceBackend`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendRefSpec {
+    /// AIServiceBackend name.
+    pub name: String,
+    /// Its namespace; the route's when absent.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Only the AIServiceBackend default (absent) is supported.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Only the AIServiceBackend default (absent) is supported.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Share of traffic among the rule's backends (default 1).
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// Failover priority; accepted, all backends are treated as priority 0.
+    #[serde(default)]
+    pub priority: Option<u32>,
+    /// Model id sent to this backend instead of the client's.
+    #[serde(default)]
+    pub model_name_override: Option<String>,
+}
+
+/// An `llmRequestCosts` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CostSpec {
+    /// Key in the `io.envoy.ai_gateway` metadata namespace.
+    pub metadata_key: String,
+    /// `InputToken`, `CachedInputToken`, `OutputToken`, `TotalToken`, `ReasoningToken` or `CEL`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Expression for `CEL` costs.
+    #[serde(default)]
+    pub cel: Option<String>,
+}
+
+/// API schema of a backend (or of a v1alpha1 route's input).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SchemaSpec {
+    /// Schema name; `OpenAI` is supported.
+    pub name: String,
+    /// Older spelling of the path version (`v1` means prefix `/v1`).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Path prefix of the provider's OpenAI-compatible API (default `/v1`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+/// `AIServiceBackend`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AIServiceBackendSpec {
+    /// The provider's API schema.
+    pub schema: SchemaSpec,
+    /// The Envoy Gateway `Backend` that carries the traffic.
+    pub backend_ref: ObjectRefSpec,
+    /// Older v1alpha1 link to a BackendSecurityPolicy.
+    #[serde(default)]
+    pub backend_security_policy_ref: Option<ObjectRefSpec>,
+}
+
+/// A reference to another object by name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectRefSpec {
+    /// Object name.
+    pub name: String,
+    /// Its namespace; the referrer's when absent.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// API group, checked where the kind is ambiguous.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Object kind.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Gateway API section name; accepted and ignored.
+    #[serde(default)]
+    pub section_name: Option<String>,
+}
+
+/// `BackendSecurityPolicy`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendSecurityPolicySpec {
+    /// The AIServiceBackends it applies to.
+    #[serde(default)]
+    pub target_refs: Vec<ObjectRefSpec>,
+    /// `APIKey` is supported.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The key's Secret, for type `APIKey`.
+    #[serde(default)]
+    pub api_key: Option<ApiKeySpec>,
+}
+
+/// `apiKey` of a BackendSecurityPolicy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiKeySpec {
+    /// Secret whose `apiKey` entry holds the key.
+    pub secret_ref: ObjectRefSpec,
+}
+
+/// `gateway.envoyproxy.io` `Backend`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendSpec {
+    /// Endpoints; the first one is used.
+    pub endpoints: Vec<EndpointSpec>,
+    /// Application protocols; accepted, HTTP/1.1 is spoken upstream.
+    #[serde(default)]
+    pub app_protocols: Vec<String>,
+}
+
+/// One endpoint of a Backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// DNS name and port.
+    #[serde(default)]
+    pub fqdn: Option<HostPortSpec>,
+    /// IP address and port.
+    #[serde(default)]
+    pub ip: Option<IpPortSpec>,
+}
+
+/// `fqdn` endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostPortSpec {
+    /// DNS name.
+    pub hostname: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// `ip` endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpPortSpec {
+    /// IPv4 or IPv6 address.
+    pub address: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// Gateway API `BackendTLSPolicy` (v1alpha3 and v1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendTlsPolicySpec {
+    /// The Backends it applies to.
+    pub target_refs: Vec<ObjectRefSpec>,
+    /// How the server certificate is checked.
+    pub validation: TlsValidationSpec,
+    /// TLS options; accepted and ignored.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// `validation` of a BackendTLSPolicy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsValidationSpec {
+    /// `System`: the machine's CA bundle.
+    #[serde(default, rename = "wellKnownCACertificates")]
+    pub well_known_ca_certificates: Option<String>,
+    /// ConfigMaps or Secrets with a `ca.crt` entry.
+    #[serde(default)]
+    pub ca_certificate_refs: Vec<ObjectRefSpec>,
+    /// SNI and the name the certificate must carry.
+    pub hostname: String,
+    /// Extra names the certificate may carry instead.
+    #[serde(default)]
+    pub subject_alt_names: Vec<SubjectAltNameSpec>,
+}
+
+/// One `subjectAltNames` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubjectAltNameSpec {
+    /// `Hostname` or `URI`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// For `Hostname`.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// For `URI`.
+    #[serde(default)]
+    pub uri: Option<String>,
+}
+
+/// A core/v1 `Secret` or `ConfigMap` body (both are string maps at the top level).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataObject {
+    /// Plain values.
+    #[serde(default)]
+    pub string_data: BTreeMap<String, String>,
+    /// Base64 values for a Secret, plain values for a ConfigMap.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+}

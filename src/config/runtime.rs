@@ -1,0 +1,198 @@
+//! The compiled configuration: what the data path and the Envoy renderer read. Built once from
+//! the raw objects, immutable afterwards, shared behind an `Arc` and swapped whole.
+
+use std::time::Duration;
+
+use regex::Regex;
+
+use super::secret::SecretString;
+
+/// Index of a [`Route`] in [`Config::routes`].
+pub type RouteId = usize;
+/// Index of a [`ServiceBackend`] in [`Config::backends`].
+pub type BackendId = usize;
+/// Index of a [`Cluster`] in [`Config::clusters`].
+pub type ClusterId = usize;
+
+/// Everything ai-extproc and its Envoy need to know.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// One per AIGatewayRoute, in load order.
+    pub routes: Vec<Route>,
+    /// Every rule of every route, in match order.
+    pub rules: Vec<Rule>,
+    /// AIServiceBackends.
+    pub backends: Vec<ServiceBackend>,
+    /// Envoy Gateway Backends: one Envoy cluster each.
+    pub clusters: Vec<Cluster>,
+    /// What `/v1/models` lists.
+    pub models: Vec<ModelInfo>,
+}
+
+/// An AIGatewayRoute.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// `namespace/name`.
+    pub name: String,
+    /// Its `llmRequestCosts`.
+    pub costs: Vec<Cost>,
+}
+
+/// One `llmRequestCosts` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cost {
+    /// Key in the `io.envoy.ai_gateway` namespace.
+    pub metadata_key: String,
+    /// Which number.
+    pub kind: CostKind,
+}
+
+/// The token count a cost takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CostKind {
+    InputToken,
+    CachedInputToken,
+    OutputToken,
+    TotalToken,
+    ReasoningToken,
+}
+
+/// A rule: when its matches hold, traffic goes to one of its backends.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The AIGatewayRoute it belongs to.
+    pub route: RouteId,
+    /// Position in its route, for names.
+    pub index: usize,
+    /// Alternatives; the rule applies when any one holds.
+    pub matches: Vec<Match>,
+    /// Weighted targets; never empty.
+    pub backends: Vec<WeightedBackend>,
+    /// Whole-request timeout (Envoy route timeout).
+    pub request_timeout: Duration,
+    /// Idle timeout between upstream bytes, if set.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Header conditions that must all hold.
+#[derive(Debug, Clone, Default)]
+pub struct Match {
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// One header condition. Names are lower case.
+#[derive(Debug, Clone)]
+pub enum HeaderMatch {
+    Exact { name: String, value: String },
+    Regex { name: String, regex: Regex },
+}
+
+/// A backend of a rule with its weight and model override.
+#[derive(Debug, Clone)]
+pub struct WeightedBackend {
+    pub backend: BackendId,
+    pub weight: u32,
+    /// Model id sent to the provider instead of the client's.
+    pub model_name_override: Option<String>,
+}
+
+/// An AIServiceBackend: how to speak to one provider.
+#[derive(Debug, Clone)]
+pub struct ServiceBackend {
+    /// `namespace/name`.
+    pub name: String,
+    /// Path prefix replacing `/v1` (e.g. `/inference/v1`), without trailing slash.
+    pub prefix: String,
+    /// API key sent as `Authorization: Bearer`, if a BackendSecurityPolicy applies.
+    pub api_key: Option<SecretString>,
+    /// The Envoy cluster carrying its traffic.
+    pub cluster: ClusterId,
+}
+
+/// An Envoy Gateway Backend with its TLS policy: one Envoy cluster.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// `namespace/name` of the Backend; also the Envoy cluster name.
+    pub name: String,
+    /// Where it is.
+    pub endpoint: Endpoint,
+    /// Upstream TLS, when a BackendTLSPolicy targets it.
+    pub tls: Option<Tls>,
+}
+
+/// A Backend endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Fqdn { hostname: String, port: u16 },
+    Ip { address: String, port: u16 },
+}
+
+/// Upstream TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// SNI.
+    pub hostname: String,
+    /// Names the server certificate may carry (DNS SANs).
+    pub subject_alt_names: Vec<String>,
+    /// Trusted CAs.
+    pub ca: CaSource,
+}
+
+/// Where trusted CA certificates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    /// The machine's bundle.
+    System,
+    /// PEM text from a ConfigMap or Secret.
+    Pem(String),
+}
+
+/// One entry of `/v1/models`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    pub id: String,
+    pub owned_by: String,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+impl Endpoint {
+    pub fn port(&self) -> u16 {
+        match self {
+            Endpoint::Fqdn { port, .. } | Endpoint::Ip { port, .. } => *port,
+        }
+    }
+}
+
+impl Cluster {
+    /// The Host the provider expects: the TLS name, else the DNS name.
+    pub fn host(&self) -> Option<&str> {
+        match (&self.tls, &self.endpoint) {
+            (Some(tls), _) => Some(&tls.hostname),
+            (None, Endpoint::Fqdn { hostname, .. }) => Some(hostname),
+            (None, Endpoint::Ip { .. }) => None,
+        }
+    }
+}
+
+impl HeaderMatch {
+    pub fn name(&self) -> &str {
+        match self {
+            HeaderMatch::Exact { name, .. } | HeaderMatch::Regex { name, .. } => name,
+        }
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            HeaderMatch::Exact { value: want, .. } => value == want,
+            HeaderMatch::Regex { regex, .. } => regex.is_match(value),
+        }
+    }
+}
+
+impl Rule {
+    /// `route/rule/N`: how logs and metadata name the rule.
+    pub fn name(&self, config: &Config) -> String {
+        format!("{}/rule/{}", config.routes[self.route].name, self.index)
+    }
+}

@@ -1,0 +1,390 @@
+//! Renders the Envoy bootstrap. Built as JSON values (Envoy reads YAML and JSON alike) and
+//! written as YAML; every string is serialized by serde, never spliced into text.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::config::{CaSource, Cluster, Config, Endpoint, HeaderMatch, MODEL_HEADER};
+use crate::gateway::{BACKEND_HEADER, METADATA_NAMESPACE};
+use crate::llm::ErrorBody;
+
+/// Name of the processor's cluster.
+pub const PROCESSOR_CLUSTER: &str = "ai_extproc";
+
+/// Where Envoy reaches the processor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessorAddress {
+    /// `host:port`; a DNS name (a compose service) is resolved by Envoy.
+    Tcp { host: String, port: u16 },
+    /// `unix:/path`.
+    Unix(PathBuf),
+}
+
+/// Points a Backend at another address (like curl's `--resolve`) and/or another CA bundle,
+/// keeping its host name for SNI, certificate check and Host header.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BackendOverride {
+    /// Backend name (`name` or `namespace/name`).
+    pub backend: String,
+    pub address: Option<SocketAddr>,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Rendering choices that are not in the CRDs.
+#[derive(Debug, Clone)]
+pub struct EnvoyOptions {
+    /// Client-facing listener.
+    pub listen: SocketAddr,
+    /// Envoy admin interface.
+    pub admin: SocketAddr,
+    /// The processor.
+    pub processor: ProcessorAddress,
+    /// Access log file (`/dev/stdout` by default).
+    pub access_log: String,
+    /// Largest request or response body Envoy buffers (413 beyond).
+    pub max_body_bytes: u32,
+    /// CA bundle for `wellKnownCACertificates: System`.
+    pub system_ca_file: PathBuf,
+    /// Per-backend address and CA overrides.
+    pub overrides: Vec<BackendOverride>,
+    /// Per-message timeout of the ext_proc filter.
+    pub message_timeout: Duration,
+}
+
+impl Default for EnvoyOptions {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            processor: ProcessorAddress::Tcp {
+                host: "127.0.0.1".into(),
+                port: 50051,
+            },
+            access_log: "/dev/stdout".into(),
+            max_body_bytes: 16 * 1024 * 1024,
+            system_ca_file: system_ca_file(),
+            overrides: Vec::new(),
+            message_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The first CA bundle found among the usual places (Debian, RHEL, Alpine/macOS).
+pub fn system_ca_file() -> PathBuf {
+    const CANDIDATES: [&str; 3] = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ];
+    CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(CANDIDATES[0]))
+}
+
+/// The bootstrap as YAML text.
+pub fn render_yaml(config: &Config, options: &EnvoyOptions) -> String {
+    let header = "# Envoy bootstrap rendered by `ai-extproc envoy-config`; do not edit by hand.\n";
+    format!(
+        "{header}{}",
+        serde_yaml::to_string(&render(config, options)).unwrap_or_default()
+    )
+}
+
+/// The bootstrap as a JSON value.
+pub fn render(config: &Config, options: &EnvoyOptions) -> Value {
+    let mut clusters = vec![processor_cluster(options)];
+    clusters.extend(config.clusters.iter().map(|c| backend_cluster(c, options)));
+    json!({
+        "admin": {"address": socket(&options.admin)},
+        // A bound on downstream connections keeps a flood from exhausting file descriptors.
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                "max_active_downstream_connections": 50_000
+            }
+        }]},
+        "layered_runtime": {"layers": [{
+            "name": "static",
+            // Close finished ext_proc streams cleanly instead of with RST_STREAM.
+            "static_layer": {"envoy.reloadable_features.ext_proc_graceful_grpc_close": true}
+        }]},
+        "static_resources": {
+            "listeners": [listener(config, options)],
+            "clusters": clusters,
+        }
+    })
+}
+
+fn socket(addr: &SocketAddr) -> Value {
+    json!({"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}})
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+fn listener(config: &Config, options: &EnvoyOptions) -> Value {
+    json!({
+        "name": "ai_gateway",
+        "address": socket(&options.listen),
+        "per_connection_buffer_limit_bytes": options.max_body_bytes,
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "ai_gateway",
+                "codec_type": "AUTO",
+                // Generations and streams run for minutes.
+                "stream_idle_timeout": "300s",
+                "access_log": [access_log(config, options)],
+                "http_filters": [ext_proc_filter(options), {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+                }],
+                "route_config": {
+                    "name": "ai_gateway",
+                    "virtual_hosts": [{"name": "ai_gateway", "domains": ["*"], "routes": routes(config)}]
+                }
+            }
+        }]}]
+    })
+}
+
+fn ext_proc_filter(options: &EnvoyOptions) -> Value {
+    json!({
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": PROCESSOR_CLUSTER}},
+            "failure_mode_allow": false,
+            // The processor picks the response body mode per response (JSON buffered, else none).
+            "allow_mode_override": true,
+            "message_timeout": seconds(options.message_timeout),
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "request_trailer_mode": "SKIP",
+                "response_header_mode": "SEND",
+                "response_body_mode": "BUFFERED",
+                "response_trailer_mode": "SKIP"
+            },
+            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}}
+        }
+    })
+}
+
+fn access_log(config: &Config, options: &EnvoyOptions) -> Value {
+    let meta = |key: &str| format!("%DYNAMIC_METADATA({METADATA_NAMESPACE}:{key})%");
+    let mut fields = serde_json::Map::new();
+    for (name, value) in [
+        ("start_time", "%START_TIME%".to_string()),
+        ("method", "%REQ(:METHOD)%".into()),
+        // The client's path (the processor rewrites :path for the provider).
+        ("path", meta("original_path")),
+        ("upstream_path", "%REQ(:PATH)%".into()),
+        ("status", "%RESPONSE_CODE%".into()),
+        ("response_flags", "%RESPONSE_FLAGS%".into()),
+        ("duration_ms", "%DURATION%".into()),
+        ("upstream_host", "%UPSTREAM_HOST%".into()),
+        ("request_id", "%REQ(X-REQUEST-ID)%".into()),
+        ("model", format!("%REQ({MODEL_HEADER})%")),
+        ("route_name", meta("route_name")),
+        ("backend", meta("backend_name")),
+        ("provider_model", meta("model_name_override")),
+    ] {
+        fields.insert(name.into(), Value::String(value));
+    }
+    for route in &config.routes {
+        for cost in &route.costs {
+            fields.insert(
+                cost.metadata_key.clone(),
+                Value::String(meta(&cost.metadata_key)),
+            );
+        }
+    }
+    json!({
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": options.access_log,
+            "log_format": {"json_format": fields}
+        }
+    })
+}
+
+/// One route per (rule, match, backend), in rule order, then a JSON 404 for anything else.
+fn routes(config: &Config) -> Vec<Value> {
+    let mut routes = Vec::new();
+    for rule in &config.rules {
+        let name = rule.name(config);
+        for m in &rule.matches {
+            for target in &rule.backends {
+                let backend = &config.backends[target.backend];
+                let cluster = &config.clusters[backend.cluster];
+                let mut headers: Vec<Value> = m.headers.iter().map(header_matcher).collect();
+                if rule.backends.len() > 1 {
+                    headers.push(
+                        json!({"name": BACKEND_HEADER, "string_match": {"exact": backend.name}}),
+                    );
+                }
+                let mut action = json!({
+                    "cluster": cluster.name,
+                    "timeout": seconds(rule.request_timeout),
+                });
+                if let Some(idle) = rule.idle_timeout {
+                    action["idle_timeout"] = json!(seconds(idle));
+                }
+                if let Some(host) = cluster.host() {
+                    action["host_rewrite_literal"] = json!(host);
+                }
+                routes.push(json!({
+                    "name": name,
+                    "match": {"prefix": "/", "headers": headers},
+                    "route": action,
+                    "request_headers_to_remove": [BACKEND_HEADER],
+                }));
+            }
+        }
+    }
+    let not_found = ErrorBody::new(
+        "No route for this request: it did not pass through ai-extproc.",
+        "invalid_request_error",
+        None,
+        Some("not_found"),
+    );
+    routes.push(json!({
+        "name": "not_found",
+        "match": {"prefix": "/"},
+        "direct_response": {
+            "status": 404,
+            "body": {"inline_string": String::from_utf8_lossy(&not_found.to_json())}
+        },
+        "response_headers_to_add": [{
+            "header": {"key": "content-type", "value": "application/json"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
+        }]
+    }));
+    routes
+}
+
+fn header_matcher(h: &HeaderMatch) -> Value {
+    match h {
+        HeaderMatch::Exact { name, value } => {
+            json!({"name": name, "string_match": {"exact": value}})
+        }
+        HeaderMatch::Regex { name, regex } => {
+            // Compiled as ^(?:re)$; Envoy's safe_regex already matches the whole value.
+            let source = regex.as_str();
+            let inner = source
+                .strip_prefix("^(?:")
+                .and_then(|s| s.strip_suffix(")$"))
+                .unwrap_or(source);
+            json!({"name": name, "string_match": {"safe_regex": {"regex": inner}}})
+        }
+    }
+}
+
+fn processor_cluster(options: &EnvoyOptions) -> Value {
+    let (kind, address) = match &options.processor {
+        ProcessorAddress::Tcp { host, port } => {
+            let kind = if host.parse::<std::net::IpAddr>().is_ok() {
+                "STATIC"
+            } else {
+                "STRICT_DNS"
+            };
+            (
+                kind,
+                json!({"socket_address": {"address": host, "port_value": port}}),
+            )
+        }
+        ProcessorAddress::Unix(path) => ("STATIC", json!({"pipe": {"path": path}})),
+    };
+    json!({
+        "name": PROCESSOR_CLUSTER,
+        "type": kind,
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": PROCESSOR_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]
+        },
+        // ext_proc is gRPC: HTTP/2 only, with windows that fit buffered bodies.
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {
+                    "initial_stream_window_size": 4 * 1024 * 1024,
+                    "initial_connection_window_size": 16 * 1024 * 1024
+                }}
+            }
+        }
+    })
+}
+
+fn override_for<'a>(cluster: &Cluster, options: &'a EnvoyOptions) -> Option<&'a BackendOverride> {
+    let short = cluster
+        .name
+        .split_once('/')
+        .map_or(cluster.name.as_str(), |(_, n)| n);
+    options
+        .overrides
+        .iter()
+        .find(|o| o.backend == cluster.name || o.backend == short)
+}
+
+fn backend_cluster(cluster: &Cluster, options: &EnvoyOptions) -> Value {
+    let over = override_for(cluster, options);
+    let (kind, host, port) = match (over.and_then(|o| o.address), &cluster.endpoint) {
+        (Some(addr), _) => ("STATIC", addr.ip().to_string(), addr.port()),
+        (None, Endpoint::Fqdn { hostname, port }) => ("LOGICAL_DNS", hostname.clone(), *port),
+        (None, Endpoint::Ip { address, port }) => ("STATIC", address.clone(), *port),
+    };
+    let mut value = json!({
+        "name": cluster.name,
+        "type": kind,
+        "connect_timeout": "10s",
+        "dns_lookup_family": "V4_PREFERRED",
+        "per_connection_buffer_limit_bytes": options.max_body_bytes,
+        "load_assignment": {
+            "cluster_name": cluster.name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": host, "port_value": port}
+            }}}]}]
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}}
+            }
+        }
+    });
+    if let Some(tls) = &cluster.tls {
+        let trusted_ca = match (over.and_then(|o| o.ca_file.as_ref()), &tls.ca) {
+            (Some(file), _) => json!({"filename": file}),
+            (None, CaSource::System) => json!({"filename": options.system_ca_file}),
+            (None, CaSource::Pem(pem)) => json!({"inline_string": pem}),
+        };
+        let sans: Vec<Value> = tls
+            .subject_alt_names
+            .iter()
+            .map(|san| json!({"san_type": "DNS", "matcher": {"exact": san}}))
+            .collect();
+        value["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": tls.hostname,
+                "common_tls_context": {"validation_context": {
+                    "trusted_ca": trusted_ca,
+                    "match_typed_subject_alt_names": sans
+                }}
+            }
+        });
+    }
+    value
+}

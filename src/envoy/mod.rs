@@ -1,0 +1,6 @@
+//! The Envoy side of the same config: a complete bootstrap (listener, ext_proc filter, routes on
+//! `x-ai-eg-model`, one cluster per Backend) rendered from the compiled [`Config`].
+
+mod bootstrap;
+
+pub use bootstrap::{render, render_yaml, BackendOverride, EnvoyOptions, ProcessorAddress};

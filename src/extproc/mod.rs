@@ -1,0 +1,9 @@
+//! The Envoy edge: the tonic `ExternalProcessor` service. The only module that names
+//! envoy-types' ext_proc messages; it turns them into `gateway` calls and back.
+
+mod convert;
+mod serve;
+mod service;
+
+pub use serve::{serve, Listen};
+pub use service::Processor;

@@ -1,0 +1,309 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::config::{load, load_str, CompileOptions, Config};
+
+fn config() -> Arc<Config> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let options = CompileOptions {
+        now: 1,
+        ..CompileOptions::default()
+    };
+    Arc::new(
+        load(
+            &[root.join("basic.yaml"), root.join("fireworks.yaml")],
+            &options,
+        )
+        .unwrap(),
+    )
+}
+
+fn post(path: &str) -> Headers {
+    Headers::from([
+        (":method", "POST"),
+        (":path", path),
+        ("authorization", "Bearer client"),
+    ])
+}
+
+fn cont(reply: Reply) -> Continue {
+    match reply {
+        Reply::Continue(c) => c,
+        Reply::Immediate(i) => panic!(
+            "immediate {} {}",
+            i.status,
+            String::from_utf8_lossy(&i.body)
+        ),
+    }
+}
+
+fn immediate(reply: Reply) -> (u16, serde_json::Value) {
+    match reply {
+        Reply::Immediate(i) => (i.status, serde_json::from_slice(&i.body).unwrap()),
+        Reply::Continue(c) => panic!("continue {c:?}"),
+    }
+}
+
+fn header<'a>(c: &'a Continue, name: &str) -> Option<&'a str> {
+    c.set_headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn chat_to_fireworks_is_rewritten() {
+    let mut s = Stream::new(config());
+    assert_eq!(
+        cont(
+            s.on_request_headers(post("/v1/chat/completions?x=1"), false)
+                .unwrap()
+        ),
+        Continue::default()
+    );
+    let body = r#"{"model":"qwen-instruct","messages":[{"role":"user","content":"Hello!"}]}"#;
+    let c = cont(s.on_request_body(Bytes::from(body), true).unwrap());
+    assert!(c.clear_route_cache);
+    assert_eq!(header(&c, "x-ai-eg-model"), Some("qwen-instruct"));
+    assert_eq!(
+        header(&c, ":path"),
+        Some("/inference/v1/chat/completions?x=1")
+    );
+    assert_eq!(
+        header(&c, "authorization"),
+        Some("Bearer fw_YOUR_FIREWORKS_API_KEY_HERE")
+    );
+    assert_eq!(
+        header(&c, BACKEND_HEADER),
+        Some("default/envoy-ai-gateway-fireworks")
+    );
+    let new_body = c.body.clone().unwrap();
+    assert_eq!(
+        new_body,
+        body.replace(
+            "qwen-instruct",
+            "accounts/fireworks/models/qwen3-vl-235b-a22b-instruct"
+        )
+    );
+    assert_eq!(
+        header(&c, "content-length"),
+        Some(new_body.len().to_string().as_str())
+    );
+    assert!(c.metadata.contains(&(
+        "route_name".into(),
+        MetaValue::Str("default/envoy-ai-gateway-fireworks".into())
+    )));
+
+    let resp = Headers::from([
+        (":status", "200"),
+        ("content-type", "application/json; charset=utf-8"),
+    ]);
+    assert_eq!(
+        cont(s.on_response_headers(resp, false).unwrap()).response_body_mode,
+        Some(BodyMode::Buffered)
+    );
+    let usage = r#"{"usage":{"prompt_tokens":10,"total_tokens":46,"completion_tokens":36}}"#;
+    let c = cont(s.on_response_body(Bytes::from(usage), true).unwrap());
+    assert_eq!(
+        c.metadata,
+        vec![
+            ("prompt_tokens".into(), MetaValue::Num(10.0)),
+            ("completion_tokens".into(), MetaValue::Num(36.0)),
+            ("total_tokens".into(), MetaValue::Num(46.0)),
+        ]
+    );
+    assert!(s.on_response_body(Bytes::new(), true).is_err());
+}
+
+#[test]
+fn no_override_keeps_the_body_and_basic_drops_client_auth() {
+    let mut s = Stream::new(config());
+    cont(
+        s.on_request_headers(post("/v1/chat/completions"), false)
+            .unwrap(),
+    );
+    let c = cont(
+        s.on_request_body(
+            Bytes::from(r#"{"model":"some-cool-self-hosted-model","messages":[{}]}"#),
+            true,
+        )
+        .unwrap(),
+    );
+    assert_eq!(c.body, None);
+    assert_eq!(header(&c, "content-length"), None);
+    assert_eq!(header(&c, ":path"), Some("/v1/chat/completions"));
+    assert_eq!(c.remove_headers, ["authorization"]);
+    // No costs on the basic route: the response body is not requested.
+    let resp = Headers::from([(":status", "200"), ("content-type", "application/json")]);
+    assert_eq!(
+        cont(s.on_response_headers(resp, false).unwrap()).response_body_mode,
+        Some(BodyMode::None)
+    );
+}
+
+#[test]
+fn streams_errors_and_compressed_bodies_are_not_buffered() {
+    for (status, ct, enc) in [
+        ("200", "text/event-stream", None),
+        ("429", "application/json", None),
+        ("200", "application/json", Some("gzip")),
+    ] {
+        let mut s = Stream::new(config());
+        cont(
+            s.on_request_headers(post("/v1/completions"), false)
+                .unwrap(),
+        );
+        cont(
+            s.on_request_body(
+                Bytes::from(r#"{"model":"qwen-instruct","prompt":"Hello!"}"#),
+                true,
+            )
+            .unwrap(),
+        );
+        let mut h = vec![
+            (":status".to_string(), status.to_string()),
+            ("content-type".into(), ct.into()),
+        ];
+        if let Some(e) = enc {
+            h.push(("content-encoding".into(), e.into()));
+        }
+        let mode = cont(s.on_response_headers(Headers::new(h), false).unwrap()).response_body_mode;
+        assert_eq!(mode, Some(BodyMode::None), "{status} {ct} {enc:?}");
+    }
+}
+
+#[test]
+fn client_errors() {
+    let run = |h: Headers, eos: bool, body: Option<&str>| {
+        let mut s = Stream::new(config());
+        let r = s.on_request_headers(h, eos).unwrap();
+        match body {
+            None => immediate(r),
+            Some(b) => {
+                cont(r);
+                immediate(s.on_request_body(Bytes::from(b.to_string()), true).unwrap())
+            }
+        }
+    };
+    let (st, v) = run(
+        post("/v1/chat/completions"),
+        false,
+        Some(r#"{"model":"nope","messages":[{}]}"#),
+    );
+    assert_eq!(st, 404);
+    assert_eq!(v["error"]["code"], "model_not_found");
+    assert!(v["error"]["message"].as_str().unwrap().contains("`nope`"));
+    let (st, v) = run(
+        post("/v1/embeddings"),
+        false,
+        Some(r#"{"model":"qwen-embed"}"#),
+    );
+    assert_eq!((st, v["error"]["param"].as_str()), (400, Some("input")));
+    let (st, v) = run(post("/v1/chat/completions"), false, Some("{"));
+    assert_eq!(
+        (st, v["error"]["type"].as_str()),
+        (400, Some("invalid_request_error"))
+    );
+    let (st, v) = run(post("/v1/chat/completion"), false, None);
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (404, Some("unknown_url"))
+    );
+    let (st, _) = run(
+        Headers::from([(":method", "GET"), (":path", "/v1/chat/completions")]),
+        true,
+        None,
+    );
+    assert_eq!(st, 405);
+    let (st, v) = run(post("/v1/chat/completions"), true, None);
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("missing_body"))
+    );
+}
+
+#[test]
+fn models_list() {
+    let mut s = Stream::new(config());
+    let (st, v) = immediate(
+        s.on_request_headers(
+            Headers::from([(":method", "GET"), (":path", "/v1/models")]),
+            true,
+        )
+        .unwrap(),
+    );
+    assert_eq!(st, 200);
+    assert_eq!(v["object"], "list");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "some-cool-self-hosted-model",
+            "qwen-embed",
+            "qwen-thinking",
+            "qwen-instruct",
+            "gpt-5"
+        ]
+    );
+    assert_eq!(
+        v["data"][0],
+        serde_json::json!({"id":"some-cool-self-hosted-model","object":"model","created":1,"owned_by":"Envoy AI Gateway"})
+    );
+}
+
+#[test]
+fn out_of_order_messages_fail_the_stream() {
+    let mut s = Stream::new(config());
+    assert!(s.on_request_body(Bytes::new(), true).is_err());
+    assert!(matches!(
+        s.on_request_headers(Headers::from([(":method", "POST")]), false),
+        Err(StreamError::MissingPseudoHeader)
+    ));
+}
+
+#[test]
+fn weighted_backends_and_header_matches() {
+    let yaml = r#"
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: r}
+spec:
+  rules:
+    - matches: [{headers: [{name: x-ai-eg-model, value: m}, {name: x-tenant, value: gold}]}]
+      backendRefs: [{name: a}]
+    - matches: [{headers: [{name: x-ai-eg-model, value: m}]}]
+      backendRefs: [{name: a, weight: 1}, {name: b, weight: 3}]
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {name: a}
+spec: {schema: {name: OpenAI}, backendRef: {name: x}}
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {name: b}
+spec: {schema: {name: OpenAI}, backendRef: {name: x}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: x}
+spec: {endpoints: [{ip: {address: 127.0.0.1, port: 1}}]}
+"#;
+    let config = load_str("w.yaml", yaml, &CompileOptions::default()).unwrap();
+    let gold = Headers::from([("x-tenant", "gold"), ("x-ai-eg-model", "spoofed")]);
+    assert_eq!(select(&config, &gold, "m", |_| 0).map(|s| s.rule), Some(0));
+    let plain = Headers::default();
+    let picks: Vec<usize> = (0..4)
+        .map(|n| select(&config, &plain, "m", |_| n).unwrap().backend_ref)
+        .collect();
+    assert_eq!(picks, [0, 1, 1, 1]);
+    assert_eq!(select(&config, &plain, "other", |_| 0), None);
+}

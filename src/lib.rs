@@ -1,0 +1,14 @@
+//! ai-extproc: the Envoy external processor that makes Envoy an AI gateway.
+//!
+//! Layout (arrows point one way): `cli` -> everything; `extproc` (the only module that names
+//! envoy-types' ext_proc messages) -> `gateway` -> `llm`, `config`; `envoy` -> `config`.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod envoy;
+pub mod extproc;
+pub mod gateway;
+pub mod llm;
+pub mod local;
+pub mod upstreams;

@@ -1,0 +1,157 @@
+use super::*;
+
+fn ok(endpoint: Endpoint, body: &str) -> RequestInfo {
+    parse_request(endpoint, body.as_bytes()).unwrap()
+}
+
+fn err(endpoint: Endpoint, body: &str) -> RequestError {
+    parse_request(endpoint, body.as_bytes()).unwrap_err()
+}
+
+#[test]
+fn finds_the_model_and_stream() {
+    let body = r#" {"messages":[{"role":"user","content":"hi"}], "model" : "qwen-instruct","stream":true}"#;
+    let info = ok(Endpoint::ChatCompletions, body);
+    assert_eq!(info.model, "qwen-instruct");
+    assert_eq!(&body[info.model_span.clone()], "\"qwen-instruct\"");
+    assert!(info.stream);
+    assert!(
+        !ok(
+            Endpoint::Embeddings,
+            r#"{"model":"m","input":["a","b"],"stream":null}"#
+        )
+        .stream
+    );
+    assert_eq!(
+        ok(Endpoint::Completions, r#"{"model":"m","prompt":[1,2]}"#).model,
+        "m"
+    );
+}
+
+#[test]
+fn escaped_model_names_are_decoded() {
+    let info = ok(
+        Endpoint::Embeddings,
+        r#"{"model":"a\/b\u0041","input":"x"}"#,
+    );
+    assert_eq!(info.model, "a/bA");
+}
+
+#[test]
+fn rewrite_keeps_every_other_byte() {
+    let body = "{\n  \"model\":   \"qwen-thinking\" ,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,AAAA\"}}]}],\"top_k\":5}";
+    let info = ok(Endpoint::ChatCompletions, body);
+    let out = rewrite_model(
+        body.as_bytes(),
+        &info.model_span,
+        "accounts/fireworks/models/qwen3",
+    );
+    let expected = body.replace("\"qwen-thinking\"", "\"accounts/fireworks/models/qwen3\"");
+    assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
+    // A name that needs escaping is escaped.
+    let out = rewrite_model(body.as_bytes(), &info.model_span, "a\"b");
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["model"], "a\"b");
+}
+
+#[test]
+fn refusals() {
+    use Endpoint::*;
+    assert!(matches!(
+        err(ChatCompletions, "not json"),
+        RequestError::InvalidJson(_)
+    ));
+    assert!(matches!(
+        err(ChatCompletions, r#"{"model":"m","messages":[#"#),
+        RequestError::InvalidJson(_)
+    ));
+    assert!(matches!(
+        err(ChatCompletions, ""),
+        RequestError::InvalidJson(_)
+    ));
+    assert_eq!(
+        err(ChatCompletions, r#"["model"]"#),
+        RequestError::NotAnObject
+    );
+    assert_eq!(
+        err(ChatCompletions, r#""model""#),
+        RequestError::NotAnObject
+    );
+    assert_eq!(
+        err(ChatCompletions, r#"{"messages":[{}]}"#),
+        RequestError::MissingModel
+    );
+    assert_eq!(
+        err(ChatCompletions, r#"{"model":null,"messages":[{}]}"#),
+        RequestError::MissingModel
+    );
+    assert_eq!(
+        err(ChatCompletions, r#"{"model":7,"messages":[{}]}"#),
+        RequestError::ModelNotString
+    );
+    assert_eq!(
+        err(ChatCompletions, r#"{"model":"","messages":[{}]}"#),
+        RequestError::EmptyModel
+    );
+    let long = format!(r#"{{"model":"{}","messages":[{{}}]}}"#, "m".repeat(10_000));
+    assert_eq!(err(ChatCompletions, &long), RequestError::ModelTooLong);
+    assert_eq!(
+        err(ChatCompletions, r#"{"model":"a\nb","messages":[{}]}"#),
+        RequestError::ModelControlChars
+    );
+    assert_eq!(
+        err(ChatCompletions, r#"{"model":"m"}"#),
+        RequestError::MissingField("messages")
+    );
+    assert_eq!(
+        err(ChatCompletions, r#"{"model":"m","messages":"hi"}"#),
+        RequestError::WrongType {
+            field: "messages",
+            expected: "an array"
+        }
+    );
+    assert_eq!(
+        err(ChatCompletions, r#"{"model":"m","messages":[ ]}"#),
+        RequestError::EmptyMessages
+    );
+    assert_eq!(
+        err(Embeddings, r#"{"model":"m","messages":[{}]}"#),
+        RequestError::MissingField("input")
+    );
+    assert_eq!(
+        err(Embeddings, r#"{"model":"m","input":3}"#),
+        RequestError::WrongType {
+            field: "input",
+            expected: "a string or an array"
+        }
+    );
+    assert_eq!(
+        err(Completions, r#"{"model":"m","prompt":{}}"#),
+        RequestError::WrongType {
+            field: "prompt",
+            expected: "a string or an array"
+        }
+    );
+    assert_eq!(
+        err(Completions, r#"{"model":"m","prompt":"p","stream":"yes"}"#),
+        RequestError::WrongType {
+            field: "stream",
+            expected: "a boolean"
+        }
+    );
+    assert!(
+        matches!(err(ChatCompletions, r#"{"model":"a","model":"b","messages":[{}]}"#), RequestError::InvalidJson(m) if m.contains("duplicate field"))
+    );
+    assert!(matches!(
+        parse_request(ChatCompletions, b"{\"model\":\"\xff\",\"messages\":[{}]}"),
+        Err(RequestError::InvalidJson(_))
+    ));
+    let deep = format!(
+        r#"{{"model":"m","messages":{}{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    assert!(
+        matches!(err(ChatCompletions, &deep), RequestError::InvalidJson(m) if m.contains("recursion"))
+    );
+}

@@ -1,0 +1,201 @@
+//! Starts the local gateway (the same code `make run` uses) on free ports, with Envoy's access
+//! log in a temp dir, and gives tests a client and the upstreams' records.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ai_extproc::envoy::EnvoyOptions;
+use ai_extproc::local::{LocalGateway, LocalOptions};
+use ai_extproc::upstreams::Recorder;
+
+pub const FIREWORKS_BACKEND: &str = "envoy-ai-gateway-fireworks";
+pub const TEST_BACKEND: &str = "envoy-ai-gateway-basic-testupstream";
+pub const GUIDE_KEY: &str = "fw_YOUR_FIREWORKS_API_KEY_HERE";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn examples() -> Vec<PathBuf> {
+    vec![
+        root().join("examples/basic.yaml"),
+        root().join("examples/fireworks.yaml"),
+    ]
+}
+
+/// The Envoy binary: `$ENVOY_BIN`, else the repo's venv, else `envoy` on PATH.
+pub fn envoy_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("ENVOY_BIN") {
+        return bin.into();
+    }
+    let venv = root().join(".venv/bin/envoy");
+    if venv.exists() {
+        return venv;
+    }
+    "envoy".into()
+}
+
+pub fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+pub struct Gateway {
+    pub inner: LocalGateway,
+    pub base: String,
+    pub access_log: PathBuf,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// Start options a test can change before starting.
+pub struct Setup {
+    pub config: Vec<PathBuf>,
+    /// Serve the Fireworks backend with the fake (else the real api.fireworks.ai).
+    pub fake: bool,
+    pub secret_env: Vec<(String, String)>,
+    pub fake_key: Option<String>,
+    pub stream_interval: Duration,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            config: examples(),
+            fake: true,
+            secret_env: Vec::new(),
+            fake_key: None,
+            stream_interval: Duration::ZERO,
+        }
+    }
+}
+
+impl Gateway {
+    pub async fn start() -> Self {
+        Self::start_with(Setup::default()).await
+    }
+
+    pub async fn start_with(setup: Setup) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let access_log = dir.path().join("access.log");
+        let envoy_options = EnvoyOptions {
+            listen: free_port(),
+            admin: free_port(),
+            access_log: access_log.display().to_string(),
+            ..EnvoyOptions::default()
+        };
+        let options = LocalOptions {
+            config: setup.config,
+            secret_env: setup.secret_env,
+            envoy: envoy_bin(),
+            state_dir: dir.path().to_path_buf(),
+            envoy_options,
+            fake_fireworks: setup.fake.then(|| FIREWORKS_BACKEND.into()),
+            fake_fireworks_key: setup.fake_key,
+            fake_stream_interval: setup.stream_interval,
+            test_upstream: Some(TEST_BACKEND.into()),
+            processor_listen: None,
+            envoy_log_level: std::env::var("ENVOY_LOG_LEVEL").unwrap_or_else(|_| "warning".into()),
+            envoy_args: ["--file-flush-interval-msec", "100", "--concurrency", "1"]
+                .map(String::from)
+                .to_vec(),
+        };
+        let inner = LocalGateway::start(options).await.unwrap_or_else(|e| {
+            panic!("gateway did not start (is Envoy installed? `make envoy`): {e}")
+        });
+        let base = format!("http://{}", inner.listen);
+        Self {
+            inner,
+            base,
+            access_log,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    pub fn fireworks(&self) -> &Recorder {
+        &self
+            .inner
+            .fireworks
+            .as_ref()
+            .expect("fake fireworks")
+            .recorder
+    }
+
+    pub fn test_upstream(&self) -> &Recorder {
+        &self
+            .inner
+            .test_upstream
+            .as_ref()
+            .expect("test upstream")
+            .recorder
+    }
+
+    /// POSTs `body` verbatim as JSON with extra headers.
+    pub async fn post(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        Reply::from(req.send().await.expect("request")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        Reply::from(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// Access log entries whose `path` is `path`, waiting up to 5 s for `count` of them.
+    pub async fn access_log_entries(&self, count: usize) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&self.access_log).unwrap_or_default();
+            let entries: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if entries.len() >= count || tokio::time::Instant::now() > deadline {
+                return entries;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    async fn from(r: reqwest::Response) -> Self {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.expect("body");
+        Self {
+            status,
+            headers,
+            text,
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}

@@ -1,0 +1,17 @@
+//! Integration tests: one binary (each extra test binary costs a full link).
+//!
+//! - `grpc_fixtures`: the real tonic service driven with recorded ext_proc message sequences,
+//!   replies compared with golden snapshots.
+//! - `guide`: every curl of the Fireworks guide through real Envoy 1.40, ai-extproc and the fake
+//!   upstreams, checking what the provider received and what the client got.
+//! - `envoy_config`: the committed bootstrap in `envoy/` matches the renderer and Envoy accepts it.
+//! - `cli`: the binary's `check` and error reporting.
+
+// Tests fail loudly: unwrap and expect are the point here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod envoy_config;
+mod grpc_fixtures;
+mod guide;
+mod harness;
