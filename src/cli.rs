@@ -9,8 +9,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{self, CompileOptions, Config, ConfigHandle};
 use crate::envoy::{render_yaml, BackendOverride, EnvoyOptions, ProcessorAddress};
 use crate::extproc::{serve, Listen, Processor};
+use crate::gateway::Options;
 use crate::local::{LocalGateway, LocalOptions};
 use crate::upstreams::{self, FireworksOptions, UpstreamKind};
+use crate::usage::{spawn_jsonl_sink, UsageHub};
 
 /// Envoy external processor that makes Envoy an AI gateway for OpenAI-compatible providers.
 ///
@@ -64,10 +66,23 @@ pub struct ConfigArgs {
     pub secret_env: Vec<(String, String)>,
 }
 
+/// Usage records.
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Request header whose value names the user in usage records.
+    #[arg(long, env = "AI_EXTPROC_USER_HEADER", default_value = "x-user-id")]
+    pub user_header: String,
+    /// Append one JSON usage record per finished request to FILE.
+    #[arg(long, env = "AI_EXTPROC_USAGE_LOG")]
+    pub usage_log: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+    #[command(flatten)]
+    pub usage: UsageArgs,
     /// gRPC listen address: host:port or unix:/path.
     #[arg(long, env = "AI_EXTPROC_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: Listen,
@@ -117,6 +132,8 @@ pub struct EnvoyConfigArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+    #[command(flatten)]
+    pub usage: UsageArgs,
     #[command(flatten)]
     pub envoy: EnvoyArgs,
     /// Envoy binary.
@@ -254,9 +271,22 @@ pub async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Serve(args) => {
             let handle = ConfigHandle::new(load(&args.config)?);
+            let hub = UsageHub::new();
+            if let Some(path) = &args.usage.usage_log {
+                spawn_jsonl_sink(&hub, path.clone()).await?;
+            }
+            let options = Options {
+                user_header: Some(args.usage.user_header.to_ascii_lowercase()),
+                usage: Some(hub),
+            };
             let bound = args.listen.bind().await?;
-            tracing::info!(listen = ?args.listen, "ai-extproc serving ext_proc");
-            serve(bound, Processor::new(handle), shutdown_signal()).await?;
+            tracing::info!(listen = ?args.listen, "ai-extproc serving ext_proc and the usage export API");
+            serve(
+                bound,
+                Processor::with_options(handle, options),
+                shutdown_signal(),
+            )
+            .await?;
             Ok(())
         }
         Command::EnvoyConfig(args) => {
@@ -344,6 +374,8 @@ async fn run_local(args: RunArgs) -> Result<(), Failure> {
         processor_listen: args.processor_listen.clone(),
         envoy_log_level: args.envoy_log_level.clone(),
         envoy_args: Vec::new(),
+        user_header: Some(args.usage.user_header.to_ascii_lowercase()),
+        usage_log: args.usage.usage_log.clone(),
     };
     let mut gateway = LocalGateway::start(options).await?;
     if args.fake_fireworks.is_some() {

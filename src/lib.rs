@@ -12,3 +12,4 @@ pub mod gateway;
 pub mod llm;
 pub mod local;
 pub mod upstreams;
+pub mod usage;

@@ -13,7 +13,9 @@ use tokio::sync::oneshot;
 use crate::config::{self, CompileOptions, Config, ConfigErrors, ConfigHandle};
 use crate::envoy::{render_yaml, BackendOverride, EnvoyOptions, ProcessorAddress};
 use crate::extproc::{serve, Listen, Processor};
+use crate::gateway::Options;
 use crate::upstreams::{self, FireworksOptions, Upstream, UpstreamKind};
+use crate::usage::{spawn_jsonl_sink, UsageHub};
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -42,6 +44,10 @@ pub struct LocalOptions {
     pub envoy_log_level: String,
     /// Extra Envoy arguments.
     pub envoy_args: Vec<String>,
+    /// Request header naming the user in usage records.
+    pub user_header: Option<String>,
+    /// JSON-lines usage log.
+    pub usage_log: Option<PathBuf>,
 }
 
 /// Why the local gateway did not start.
@@ -80,6 +86,10 @@ pub struct LocalGateway {
     pub test_upstream: Option<Upstream>,
     /// The rendered bootstrap.
     pub envoy_config: PathBuf,
+    /// Usage records of finished requests.
+    pub usage: UsageHub,
+    /// The processor's TCP address, when it listens on TCP.
+    pub processor_addr: Option<SocketAddr>,
     envoy: Child,
     stop_processor: Option<oneshot::Sender<()>>,
 }
@@ -132,6 +142,7 @@ impl LocalGateway {
             .bind()
             .await
             .map_err(io(format!("binding the processor to {listen:?}")))?;
+        let processor_addr = bound.local_addr();
         options.envoy_options.processor = match (&listen, bound.local_addr()) {
             (Listen::Unix(path), _) => ProcessorAddress::Unix(absolute(path)),
             (Listen::Tcp(_), Some(addr)) => ProcessorAddress::Tcp {
@@ -145,7 +156,19 @@ impl LocalGateway {
         };
         let handle = ConfigHandle::new(compiled);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let processor = Processor::new(handle.clone());
+        let usage = UsageHub::new();
+        if let Some(path) = &options.usage_log {
+            spawn_jsonl_sink(&usage, path.clone())
+                .await
+                .map_err(io(format!("opening the usage log {}", path.display())))?;
+        }
+        let processor = Processor::with_options(
+            handle.clone(),
+            Options {
+                user_header: options.user_header.clone(),
+                usage: Some(usage.clone()),
+            },
+        );
         tokio::spawn(async move {
             if let Err(e) = serve(bound, processor, async {
                 let _ = stop_rx.await;
@@ -184,6 +207,8 @@ impl LocalGateway {
             fireworks,
             test_upstream,
             envoy_config,
+            usage,
+            processor_addr,
             envoy,
             stop_processor: Some(stop_tx),
         })

@@ -7,6 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use regex::Regex;
 
+use super::cel::CelCost;
 use super::error::{ConfigError, Location};
 use super::load::{Obj, Object};
 use super::raw::{
@@ -195,14 +196,21 @@ impl<'a> Compiler<'a> {
                 "OutputToken" => CostKind::OutputToken,
                 "TotalToken" => CostKind::TotalToken,
                 "ReasoningToken" => CostKind::ReasoningToken,
-                "CEL" => {
-                    self.err(
-                        &obj.location,
-                        format!("{path}.type"),
-                        "CEL costs are not supported yet (supported: InputToken, CachedInputToken, OutputToken, TotalToken, ReasoningToken)",
-                    );
-                    continue;
-                }
+                "CEL" => match cost.cel.as_deref().map(CelCost::compile) {
+                    Some(Ok(expr)) => CostKind::Cel(expr),
+                    Some(Err(e)) => {
+                        self.err(&obj.location, format!("{path}.cel"), e);
+                        continue;
+                    }
+                    None => {
+                        self.err(
+                            &obj.location,
+                            format!("{path}.cel"),
+                            "required for type CEL",
+                        );
+                        continue;
+                    }
+                },
                 other => {
                     self.err(
                         &obj.location,

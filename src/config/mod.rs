@@ -1,6 +1,7 @@
 //! Configuration: Envoy AI Gateway custom resources (YAML) -> raw serde types -> one compiled,
 //! immutable [`Config`], shared through [`ConfigHandle`] and swapped whole.
 
+mod cel;
 mod compile;
 mod error;
 mod load;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+pub use cel::{CelCost, CelInputs};
 pub use compile::{
     compile, secret_env_var, CompileOptions, DEFAULT_REQUEST_TIMEOUT, MODEL_HEADER,
     SECRET_ENV_PREFIX,

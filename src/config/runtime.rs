@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
+use super::cel::CelCost;
 use super::secret::SecretString;
 
 /// Index of a [`Route`] in [`Config::routes`].
@@ -48,13 +49,15 @@ pub struct Cost {
 }
 
 /// The token count a cost takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CostKind {
     InputToken,
     CachedInputToken,
     OutputToken,
     TotalToken,
     ReasoningToken,
+    /// An expression over model, backend, route and the token counts.
+    Cel(CelCost),
 }
 
 /// A rule: when its matches hold, traffic goes to one of its backends.

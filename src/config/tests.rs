@@ -40,7 +40,11 @@ fn the_guides_files_compile() {
         .iter()
         .all(|m| m.owned_by == "Envoy AI Gateway" && m.created == 1_700_000_000));
     assert_eq!(config.routes[1].name, "default/envoy-ai-gateway-fireworks");
-    let kinds: Vec<CostKind> = config.routes[1].costs.iter().map(|c| c.kind).collect();
+    let kinds: Vec<CostKind> = config.routes[1]
+        .costs
+        .iter()
+        .map(|c| c.kind.clone())
+        .collect();
     assert_eq!(
         kinds,
         [

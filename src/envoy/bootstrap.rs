@@ -197,6 +197,9 @@ fn access_log(config: &Config, options: &EnvoyOptions) -> Value {
         ("route_name", meta("route_name")),
         ("backend", meta("backend_name")),
         ("provider_model", meta("model_name_override")),
+        ("response_model", meta("response_model")),
+        ("time_to_first_token_ms", meta("time_to_first_token_ms")),
+        ("inter_token_latency_ms", meta("inter_token_latency_ms")),
     ] {
         fields.insert(name.into(), Value::String(value));
     }

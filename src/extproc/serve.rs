@@ -11,6 +11,7 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
 
 use super::service::Processor;
+use crate::usage::UsageExportService;
 
 /// Largest ext_proc message accepted: a buffered body plus headers (vision bodies are ~10 MB).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -75,6 +76,11 @@ pub async fn serve(
     processor: Processor,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    // The usage export API shares the listener: one gRPC endpoint per processor.
+    let usage = processor
+        .usage()
+        .cloned()
+        .map(|hub| UsageExportService::new(hub).into_server());
     let service = ExternalProcessorServer::new(processor)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -82,7 +88,8 @@ pub async fn serve(
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(4 * 1024 * 1024))
         .initial_connection_window_size(Some(16 * 1024 * 1024))
-        .add_service(service);
+        .add_service(service)
+        .add_optional_service(usage);
     match bound {
         Bound::Tcp(l) => {
             builder

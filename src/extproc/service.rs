@@ -12,17 +12,27 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, Answering};
 use crate::config::ConfigHandle;
-use crate::gateway::{Stream, StreamError};
+use crate::gateway::{Options, Stream, StreamError};
 
 /// The processor service.
 #[derive(Debug, Clone)]
 pub struct Processor {
     config: ConfigHandle,
+    options: Options,
 }
 
 impl Processor {
     pub fn new(config: ConfigHandle) -> Self {
-        Self { config }
+        Self::with_options(config, Options::default())
+    }
+
+    pub fn with_options(config: ConfigHandle, options: Options) -> Self {
+        Self { config, options }
+    }
+
+    /// The usage hub records go to, if any.
+    pub fn usage(&self) -> Option<&crate::usage::UsageHub> {
+        self.options.usage.as_ref()
     }
 }
 
@@ -37,7 +47,7 @@ impl ExternalProcessor for Processor {
         let mut inbound = request.into_inner();
         // One reply per message, and Envoy waits for each: a small buffer is enough.
         let (tx, rx) = mpsc::channel(4);
-        let mut stream = Stream::new(self.config.snapshot());
+        let mut stream = Stream::with_options(self.config.snapshot(), self.options.clone());
         tokio::spawn(async move {
             loop {
                 let message = match inbound.message().await {

@@ -4,7 +4,9 @@
 
 mod error;
 mod headers;
+mod record;
 mod reply;
+mod response;
 mod route;
 mod stream;
 
@@ -13,6 +15,15 @@ pub use headers::Headers;
 pub use reply::{BodyMode, Continue, Immediate, MetaValue, Reply};
 pub use route::{select, Selection};
 pub use stream::{Stream, BACKEND_HEADER, METADATA_NAMESPACE};
+
+/// Per-process settings of the data path.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Request header naming the user in usage records (e.g. `x-user-id`).
+    pub user_header: Option<String>,
+    /// Where usage records go.
+    pub usage: Option<crate::usage::UsageHub>,
+}
 
 #[cfg(test)]
 mod tests;

@@ -2,26 +2,42 @@
 //! headers -> response body. Each `on_*` takes the message of its phase and returns the reply.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::config::{Config, CostKind, MODEL_HEADER};
-use crate::llm::{models_body, parse_request, rewrite_model, usage_from_json, Endpoint, Usage};
+use crate::config::{Config, MODEL_HEADER};
+use crate::llm::{
+    apply_edits, include_usage_edit, model_edit, models_body, parse_request, Endpoint,
+};
 
 use super::error::{ClientError, StreamError};
 use super::headers::Headers;
 use super::reply::{BodyMode, Continue, Immediate, MetaValue, Reply};
+use super::response::{ResponseBody, ResponseOutcome};
 use super::route::{random_pick, select, Selection};
+use super::Options;
 
 /// Dynamic metadata namespace shared with Envoy AI Gateway.
 pub const METADATA_NAMESPACE: &str = "io.envoy.ai_gateway";
 /// Header the processor sets to the chosen AIServiceBackend, for rules with several backends.
 pub const BACKEND_HEADER: &str = "x-ai-eg-backend";
 
-/// A request routed to a backend.
+/// A request routed to a backend: what the response phases and the usage record need.
 #[derive(Debug, Clone)]
-struct Routed {
-    selection: Selection,
+pub(crate) struct Routed {
+    pub selection: Selection,
+    pub endpoint: Endpoint,
+    pub requested_model: String,
+    pub provider_model: String,
+    pub stream: bool,
+    pub request_id: String,
+    pub user: String,
+    pub started: Instant,
+    /// When the request went upstream (the reply to its body).
+    pub sent: Instant,
+    /// Provider status, once response headers came.
+    pub status: u16,
 }
 
 #[derive(Debug)]
@@ -33,11 +49,8 @@ enum Phase {
         headers: Headers,
         buffer: BytesMut,
     },
-    ResponseHeaders(Routed),
-    ResponseBody {
-        routed: Routed,
-        buffer: BytesMut,
-    },
+    ResponseHeaders(Box<Routed>),
+    ResponseBody(Box<Routed>, ResponseBody),
     Done,
 }
 
@@ -45,14 +58,22 @@ enum Phase {
 #[derive(Debug)]
 pub struct Stream {
     config: Arc<Config>,
+    options: Options,
     phase: Phase,
+    started: Instant,
 }
 
 impl Stream {
     pub fn new(config: Arc<Config>) -> Self {
+        Self::with_options(config, Options::default())
+    }
+
+    pub fn with_options(config: Arc<Config>, options: Options) -> Self {
         Self {
             config,
+            options,
             phase: Phase::RequestHeaders,
+            started: Instant::now(),
         }
     }
 
@@ -61,7 +82,7 @@ impl Stream {
             Phase::RequestHeaders => "request headers",
             Phase::RequestBody { .. } => "request body",
             Phase::ResponseHeaders(_) => "response headers",
-            Phase::ResponseBody { .. } => "response body",
+            Phase::ResponseBody(..) => "response body",
             Phase::Done => "the end of the stream",
         }
     }
@@ -82,6 +103,7 @@ impl Stream {
         if !matches!(self.phase, Phase::RequestHeaders) {
             return Err(self.unexpected("request headers"));
         }
+        self.started = Instant::now();
         let (Some(method), Some(path)) = (headers.get(":method"), headers.get(":path")) else {
             return Err(StreamError::MissingPseudoHeader);
         };
@@ -142,7 +164,7 @@ impl Stream {
         };
         match self.route_request(endpoint, &path, &headers, &buffer) {
             Ok((reply, routed)) => {
-                self.phase = Phase::ResponseHeaders(routed);
+                self.phase = Phase::ResponseHeaders(Box::new(routed));
                 Ok(Reply::Continue(reply))
             }
             Err(e) => Ok(client_error(e)),
@@ -163,6 +185,7 @@ impl Stream {
         let rule = &config.rules[selection.rule];
         let target = &rule.backends[selection.backend_ref];
         let backend = &config.backends[selection.backend];
+        let route = &config.routes[rule.route];
         let mut reply = Continue {
             clear_route_cache: true,
             ..Continue::default()
@@ -182,36 +205,63 @@ impl Stream {
                 .push(("authorization".into(), format!("Bearer {}", key.expose()))),
             None => reply.remove_headers.push("authorization".into()),
         }
-        let provider_model = match &target.model_name_override {
-            Some(name) => {
-                let new_body = rewrite_model(body, &info.model_span, name);
-                reply
-                    .set_headers
-                    .push(("content-length".into(), new_body.len().to_string()));
-                reply.body = Some(new_body);
-                name.clone()
-            }
-            None => info.model.clone(),
-        };
+        let mut edits = Vec::new();
+        if let Some(name) = &target.model_name_override {
+            edits.push(model_edit(&info, name));
+        }
+        // Costs need usage: make sure a stream reports it.
+        let streams_usage = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
+        if info.stream && streams_usage && !route.costs.is_empty() {
+            edits.extend(include_usage_edit(body, &info));
+        }
+        if !edits.is_empty() {
+            let new_body = apply_edits(body, edits);
+            reply
+                .set_headers
+                .push(("content-length".into(), new_body.len().to_string()));
+            reply.body = Some(new_body);
+        }
+        let provider_model = target
+            .model_name_override
+            .clone()
+            .unwrap_or_else(|| info.model.clone());
         reply.metadata = vec![
-            (
-                "route_name".into(),
-                MetaValue::Str(config.routes[rule.route].name.clone()),
-            ),
+            ("route_name".into(), MetaValue::Str(route.name.clone())),
             ("backend_name".into(), MetaValue::Str(backend.name.clone())),
-            ("model_name_override".into(), MetaValue::Str(provider_model)),
+            (
+                "model_name_override".into(),
+                MetaValue::Str(provider_model.clone()),
+            ),
             ("original_path".into(), MetaValue::Str(path.to_string())),
         ];
-        Ok((reply, Routed { selection }))
+        let header = |name: &str| headers.get(name).unwrap_or_default().to_string();
+        let routed = Routed {
+            selection,
+            endpoint,
+            requested_model: info.model,
+            provider_model,
+            stream: info.stream,
+            request_id: header("x-request-id"),
+            user: self
+                .options
+                .user_header
+                .as_deref()
+                .map(header)
+                .unwrap_or_default(),
+            started: self.started,
+            sent: Instant::now(),
+            status: 0,
+        };
+        Ok((reply, routed))
     }
 
-    /// Response headers: ask for the body only when usage can be read from it.
+    /// Response headers: choose how (and whether) to see the body.
     pub fn on_response_headers(
         &mut self,
         headers: Headers,
         end_of_stream: bool,
     ) -> Result<Reply, StreamError> {
-        let routed = match std::mem::replace(&mut self.phase, Phase::Done) {
+        let mut routed = match std::mem::replace(&mut self.phase, Phase::Done) {
             Phase::ResponseHeaders(routed) => routed,
             // A local reply (no route, say) still passes through the response phases.
             Phase::RequestHeaders | Phase::Done => {
@@ -225,21 +275,25 @@ impl Stream {
                 return Err(self.unexpected("response headers"));
             }
         };
-        let wants_body = !end_of_stream
-            && !self.costs_of(&routed).is_empty()
-            && is_success(headers.get(":status"))
-            && is_json(headers.get("content-type"))
-            && headers
-                .get("content-encoding")
-                .is_none_or(|e| e == "identity");
-        let mode = if wants_body {
-            self.phase = Phase::ResponseBody {
-                routed,
-                buffer: BytesMut::new(),
-            };
-            BodyMode::Buffered
+        routed.status = headers
+            .get(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = if end_of_stream {
+            None
         } else {
-            BodyMode::None
+            ResponseBody::for_response(&headers, routed.status)
+        };
+        let mode = match body {
+            Some(body) => {
+                let mode = body.mode();
+                self.phase = Phase::ResponseBody(routed, body);
+                mode
+            }
+            None => {
+                self.emit(&routed, &ResponseOutcome::default());
+                BodyMode::None
+            }
         };
         Ok(Reply::Continue(Continue {
             response_body_mode: Some(mode),
@@ -247,68 +301,53 @@ impl Stream {
         }))
     }
 
-    /// Response body (buffered whole): usage -> cost metadata.
+    /// Response body (buffered whole, or streamed chunk by chunk): usage -> metadata.
     pub fn on_response_body(
         &mut self,
         chunk: Bytes,
         end_of_stream: bool,
     ) -> Result<Reply, StreamError> {
-        let Phase::ResponseBody { buffer, .. } = &mut self.phase else {
+        let Phase::ResponseBody(_, body) = &mut self.phase else {
             return Err(self.unexpected("response body"));
         };
-        buffer.extend_from_slice(&chunk);
+        body.feed(&chunk, Instant::now());
         if !end_of_stream {
             return Ok(Reply::Continue(Continue::default()));
         }
-        let Phase::ResponseBody { routed, buffer } =
-            std::mem::replace(&mut self.phase, Phase::Done)
+        let Phase::ResponseBody(routed, body) = std::mem::replace(&mut self.phase, Phase::Done)
         else {
             return Err(self.unexpected("response body"));
         };
-        let metadata = match usage_from_json(&buffer) {
-            Some(usage) => self.cost_metadata(&routed, &usage),
-            None => Vec::new(),
-        };
-        Ok(Reply::Continue(Continue {
-            metadata,
-            ..Continue::default()
-        }))
+        let outcome = body.finish(routed.status, routed.sent, Instant::now());
+        let mut reply = outcome.replacement.clone().unwrap_or_default();
+        reply.metadata = super::record::metadata(&self.config, &routed, &outcome);
+        self.emit(&routed, &outcome);
+        Ok(Reply::Continue(reply))
     }
 
-    fn costs_of(&self, routed: &Routed) -> &[crate::config::Cost] {
-        let rule = &self.config.rules[routed.selection.rule];
-        &self.config.routes[rule.route].costs
+    fn emit(&self, routed: &Routed, outcome: &ResponseOutcome) {
+        if let Some(hub) = &self.options.usage {
+            hub.emit(super::record::usage_record(&self.config, routed, outcome));
+        }
     }
+}
 
-    fn cost_metadata(&self, routed: &Routed, usage: &Usage) -> Vec<(String, MetaValue)> {
-        self.costs_of(routed)
-            .iter()
-            .map(|cost| {
-                let n = match cost.kind {
-                    CostKind::InputToken => usage.input,
-                    CostKind::CachedInputToken => usage.cached_input,
-                    CostKind::OutputToken => usage.output,
-                    CostKind::TotalToken => usage.total,
-                    CostKind::ReasoningToken => usage.reasoning,
-                };
-                (cost.metadata_key.clone(), MetaValue::Num(n as f64))
-            })
-            .collect()
+impl Drop for Stream {
+    /// Envoy ended the stream early (client gone, upstream reset): record what was seen.
+    fn drop(&mut self) {
+        let now = Instant::now();
+        match std::mem::replace(&mut self.phase, Phase::Done) {
+            Phase::ResponseHeaders(routed) => self.emit(&routed, &ResponseOutcome::default()),
+            Phase::ResponseBody(routed, body) => {
+                let outcome = body.finish(routed.status, routed.sent, now);
+                self.emit(&routed, &outcome);
+            }
+            Phase::RequestHeaders | Phase::RequestBody { .. } | Phase::Done => {}
+        }
     }
 }
 
 fn client_error(e: ClientError) -> Reply {
     tracing::debug!(error = %e, "refusing request");
     Reply::Immediate(e.to_response())
-}
-
-fn is_success(status: Option<&str>) -> bool {
-    status.is_some_and(|s| s.starts_with('2'))
-}
-
-fn is_json(content_type: Option<&str>) -> bool {
-    content_type.is_some_and(|ct| {
-        let mime = ct.split(';').next().unwrap_or("").trim();
-        mime.eq_ignore_ascii_case("application/json")
-    })
 }

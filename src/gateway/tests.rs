@@ -136,20 +136,40 @@ fn no_override_keeps_the_body_and_basic_drops_client_auth() {
     assert_eq!(header(&c, "content-length"), None);
     assert_eq!(header(&c, ":path"), Some("/v1/chat/completions"));
     assert_eq!(c.remove_headers, ["authorization"]);
-    // No costs on the basic route: the response body is not requested.
+    // Usage is read for the record even without costs; no cost metadata is written.
     let resp = Headers::from([(":status", "200"), ("content-type", "application/json")]);
     assert_eq!(
         cont(s.on_response_headers(resp, false).unwrap()).response_body_mode,
-        Some(BodyMode::None)
+        Some(BodyMode::Buffered)
+    );
+    let c = cont(
+        s.on_response_body(
+            Bytes::from(r#"{"model":"x","usage":{"prompt_tokens":1}}"#),
+            true,
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        c.metadata,
+        vec![("response_model".into(), MetaValue::Str("x".into()))]
     );
 }
 
 #[test]
-fn streams_errors_and_compressed_bodies_are_not_buffered() {
-    for (status, ct, enc) in [
-        ("200", "text/event-stream", None),
-        ("429", "application/json", None),
-        ("200", "application/json", Some("gzip")),
+fn response_body_modes() {
+    for (status, ct, enc, mode) in [
+        ("200", "text/event-stream", None, BodyMode::Streamed),
+        (
+            "200",
+            "text/event-stream; charset=utf-8",
+            Some("gzip"),
+            BodyMode::Streamed,
+        ),
+        ("200", "application/json", Some("gzip"), BodyMode::Buffered),
+        ("429", "application/json", None, BodyMode::None),
+        ("500", "text/plain", None, BodyMode::Buffered),
+        ("503", "text/html", Some("br"), BodyMode::Buffered),
+        ("200", "application/octet-stream", None, BodyMode::None),
     ] {
         let mut s = Stream::new(config());
         cont(
@@ -170,8 +190,8 @@ fn streams_errors_and_compressed_bodies_are_not_buffered() {
         if let Some(e) = enc {
             h.push(("content-encoding".into(), e.into()));
         }
-        let mode = cont(s.on_response_headers(Headers::new(h), false).unwrap()).response_body_mode;
-        assert_eq!(mode, Some(BodyMode::None), "{status} {ct} {enc:?}");
+        let got = cont(s.on_response_headers(Headers::new(h), false).unwrap()).response_body_mode;
+        assert_eq!(got, Some(mode), "{status} {ct} {enc:?}");
     }
 }
 
@@ -306,4 +326,85 @@ spec: {endpoints: [{ip: {address: 127.0.0.1, port: 1}}]}
         .collect();
     assert_eq!(picks, [0, 1, 1, 1]);
     assert_eq!(select(&config, &plain, "other", |_| 0), None);
+}
+
+#[test]
+fn every_cost_type_including_cel() {
+    let yaml = r#"
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: r}
+spec:
+  llmRequestCosts:
+    - {metadataKey: in, type: InputToken}
+    - {metadataKey: cached, type: CachedInputToken}
+    - {metadataKey: out, type: OutputToken}
+    - {metadataKey: total, type: TotalToken}
+    - {metadataKey: reasoning, type: ReasoningToken}
+    - {metadataKey: price, type: CEL, cel: "model == 'm' ? input_tokens * 2u + output_tokens * 8u - cached_input_tokens : 0u"}
+  rules:
+    - matches: [{headers: [{name: x-ai-eg-model, value: m}]}]
+      backendRefs: [{name: a}]
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {name: a}
+spec: {schema: {name: OpenAI}, backendRef: {name: x}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: x}
+spec: {endpoints: [{ip: {address: 127.0.0.1, port: 1}}]}
+"#;
+    let config = Arc::new(load_str("c.yaml", yaml, &CompileOptions::default()).unwrap());
+    let mut s = Stream::new(config);
+    cont(
+        s.on_request_headers(post("/v1/chat/completions"), false)
+            .unwrap(),
+    );
+    cont(
+        s.on_request_body(Bytes::from(r#"{"model":"m","messages":[{}]}"#), true)
+            .unwrap(),
+    );
+    let resp = Headers::from([(":status", "200"), ("content-type", "application/json")]);
+    cont(s.on_response_headers(resp, false).unwrap());
+    let usage = r#"{"usage":{"prompt_tokens":10,"completion_tokens":4,"total_tokens":14,"prompt_tokens_details":{"cached_tokens":3},"completion_tokens_details":{"reasoning_tokens":2}}}"#;
+    let c = cont(s.on_response_body(Bytes::from(usage), true).unwrap());
+    let num = |k: &str| {
+        c.metadata
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(num("in"), Some(MetaValue::Num(10.0)));
+    assert_eq!(num("cached"), Some(MetaValue::Num(3.0)));
+    assert_eq!(num("out"), Some(MetaValue::Num(4.0)));
+    assert_eq!(num("total"), Some(MetaValue::Num(14.0)));
+    assert_eq!(num("reasoning"), Some(MetaValue::Num(2.0)));
+    assert_eq!(num("price"), Some(MetaValue::Num(49.0)));
+}
+
+#[test]
+fn a_bad_cel_expression_is_a_config_error_naming_the_rule() {
+    let yaml = r#"
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: r}
+spec:
+  llmRequestCosts:
+    - {metadataKey: price, type: CEL, cel: "input_tokens * "}
+    - {metadataKey: other, type: CEL, cel: "unknown_var + 1u"}
+    - {metadataKey: missing, type: CEL}
+  rules: []
+"#;
+    let errors = load_str("c.yaml", yaml, &CompileOptions::default())
+        .unwrap_err()
+        .0;
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"spec.llmRequestCosts[0].cel"), "{errors:?}");
+    assert!(paths.contains(&"spec.llmRequestCosts[1].cel"), "{errors:?}");
+    assert!(paths.contains(&"spec.llmRequestCosts[2].cel"), "{errors:?}");
+    assert!(errors
+        .iter()
+        .all(|e| e.location.object.as_deref() == Some("AIGatewayRoute default/r")));
 }

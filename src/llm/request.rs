@@ -21,6 +21,12 @@ pub struct RequestInfo {
     pub model_span: Range<usize>,
     /// `stream: true`.
     pub stream: bool,
+    /// Byte range of `stream_options`' value, if present.
+    pub stream_options: Option<Range<usize>>,
+    /// `stream_options.include_usage: true`.
+    pub include_usage: bool,
+    /// Offset of the body's opening `{`.
+    pub object_start: usize,
 }
 
 /// Why a request body is refused. Every variant is a client error (400).
@@ -80,11 +86,27 @@ struct View<'a> {
     input: Option<Shape>,
     #[serde(borrow, default)]
     stream: Option<&'a RawValue>,
+    /// `null` is kept as a value (its span is replaced too), unlike `Option`'s default.
+    #[serde(borrow, default, deserialize_with = "raw_even_null")]
+    stream_options: Option<&'a RawValue>,
+}
+
+fn raw_even_null<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
 }
 
 /// Validates a request body for `endpoint` and finds its model.
 pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<RequestInfo, RequestError> {
-    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+    let object_start = body.iter().position(|b| !b.is_ascii_whitespace());
+    match object_start.map(|i| body[i]) {
         Some(b'{') => {}
         Some(_) => {
             // Tell "not JSON at all" from "JSON of the wrong shape".
@@ -120,13 +142,25 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<RequestInfo, Req
             })
         }
     };
-    // The raw value borrows from `body`, so its offset is where the model sits.
-    let start = raw_model.get().as_ptr() as usize - body.as_ptr() as usize;
+    let include_usage = view
+        .stream_options
+        .and_then(|o| serde_json::from_str::<StreamOptions>(o.get()).ok())
+        .and_then(|o| o.include_usage)
+        == Some(true);
     Ok(RequestInfo {
         model,
-        model_span: start..start + raw_model.get().len(),
+        model_span: span(body, raw_model),
         stream,
+        stream_options: view.stream_options.map(|o| span(body, o)),
+        include_usage,
+        object_start: object_start.unwrap_or(0),
     })
+}
+
+/// Where a raw value borrowed from `body` sits in it.
+fn span(body: &[u8], raw: &RawValue) -> Range<usize> {
+    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+    start..start + raw.get().len()
 }
 
 fn check_endpoint_field(endpoint: Endpoint, view: &View<'_>) -> Result<(), RequestError> {
@@ -217,14 +251,70 @@ impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
     }
 }
 
-/// The body with the model value at `span` replaced by `model`; every other byte unchanged.
-pub fn rewrite_model(body: &[u8], span: &Range<usize>, model: &str) -> Bytes {
-    let quoted = serde_json::to_string(model).unwrap_or_default();
-    let mut out = BytesMut::with_capacity(body.len() - span.len() + quoted.len());
-    out.put_slice(&body[..span.start]);
-    out.put_slice(quoted.as_bytes());
-    out.put_slice(&body[span.end..]);
+/// A change to a request body: replace `range` with `text` (an empty range inserts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    pub range: Range<usize>,
+    pub text: String,
+}
+
+/// The edit that sets the model value to `model`.
+pub fn model_edit(info: &RequestInfo, model: &str) -> Edit {
+    Edit {
+        range: info.model_span.clone(),
+        text: serde_json::to_string(model).unwrap_or_default(),
+    }
+}
+
+/// The edit that makes a stream report usage (`stream_options.include_usage: true`), keeping
+/// any other stream option; `None` when the request already asks for it.
+pub fn include_usage_edit(body: &[u8], info: &RequestInfo) -> Option<Edit> {
+    if info.include_usage {
+        return None;
+    }
+    match &info.stream_options {
+        None => {
+            let at = info.object_start + 1;
+            Some(Edit {
+                range: at..at,
+                text: r#""stream_options":{"include_usage":true},"#.to_string(),
+            })
+        }
+        Some(range) => {
+            let mut options =
+                match serde_json::from_slice::<serde_json::Value>(&body[range.clone()]) {
+                    Ok(serde_json::Value::Object(map)) => map,
+                    Ok(serde_json::Value::Null) => serde_json::Map::new(),
+                    // Not an object: leave it for the provider to refuse.
+                    _ => return None,
+                };
+            options.insert("include_usage".into(), serde_json::Value::Bool(true));
+            Some(Edit {
+                range: range.clone(),
+                text: serde_json::to_string(&options).unwrap_or_default(),
+            })
+        }
+    }
+}
+
+/// The body with `edits` applied (non-overlapping, any order); every other byte unchanged.
+pub fn apply_edits(body: &[u8], mut edits: Vec<Edit>) -> Bytes {
+    edits.sort_by_key(|e| e.range.start);
+    let added: usize = edits.iter().map(|e| e.text.len()).sum();
+    let mut out = BytesMut::with_capacity(body.len() + added);
+    let mut at = 0;
+    for e in &edits {
+        out.put_slice(&body[at..e.range.start]);
+        out.put_slice(e.text.as_bytes());
+        at = e.range.end;
+    }
+    out.put_slice(&body[at..]);
     out.freeze()
+}
+
+/// The body with the model value replaced by `model`; every other byte unchanged.
+pub fn rewrite_model(body: &[u8], info: &RequestInfo, model: &str) -> Bytes {
+    apply_edits(body, vec![model_edit(info, model)])
 }
 
 #[cfg(test)]

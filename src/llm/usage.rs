@@ -12,14 +12,24 @@ pub struct Usage {
     pub reasoning: u64,
 }
 
+/// What the gateway reads from a JSON response (or one SSE event).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseInfo {
+    pub usage: Option<Usage>,
+    /// The `model` the provider reports.
+    pub model: Option<String>,
+}
+
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     usage: Option<RawUsage>,
 }
 
 #[derive(Deserialize)]
-struct RawUsage {
+pub(crate) struct RawUsage {
     #[serde(default)]
     prompt_tokens: Option<u64>,
     #[serde(default)]
@@ -44,25 +54,40 @@ struct CompletionDetails {
     reasoning_tokens: Option<u64>,
 }
 
-/// Usage of a non-streaming JSON response (chat, completions, embeddings), if it has one.
+impl From<RawUsage> for Usage {
+    fn from(u: RawUsage) -> Self {
+        let input = u.prompt_tokens.unwrap_or(0);
+        let output = u.completion_tokens.unwrap_or(0);
+        Usage {
+            input,
+            cached_input: u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            output,
+            total: u.total_tokens.unwrap_or(input + output),
+            reasoning: u
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// Usage and model of a non-streaming JSON response (chat, completions, embeddings).
+pub fn response_info(body: &[u8]) -> ResponseInfo {
+    match serde_json::from_slice::<Envelope<'_>>(body) {
+        Ok(e) => ResponseInfo {
+            usage: e.usage.map(Usage::from),
+            model: e.model.map(|m| m.into_owned()),
+        },
+        Err(_) => ResponseInfo::default(),
+    }
+}
+
+/// Usage of a non-streaming JSON response, if it has one.
 pub fn usage_from_json(body: &[u8]) -> Option<Usage> {
-    let envelope: Envelope = serde_json::from_slice(body).ok()?;
-    let u = envelope.usage?;
-    let input = u.prompt_tokens.unwrap_or(0);
-    let output = u.completion_tokens.unwrap_or(0);
-    Some(Usage {
-        input,
-        cached_input: u
-            .prompt_tokens_details
-            .and_then(|d| d.cached_tokens)
-            .unwrap_or(0),
-        output,
-        total: u.total_tokens.unwrap_or(input + output),
-        reasoning: u
-            .completion_tokens_details
-            .and_then(|d| d.reasoning_tokens)
-            .unwrap_or(0),
-    })
+    response_info(body).usage
 }
 
 #[cfg(test)]
@@ -71,9 +96,10 @@ mod tests {
 
     #[test]
     fn fireworks_chat_usage() {
-        let body = br#"{"id":"x","usage":{"prompt_tokens":47,"total_tokens":49,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":29},"completion_tokens_details":{"reasoning_tokens":1}}}"#;
+        let body = br#"{"id":"x","model":"accounts/fireworks/models/m","usage":{"prompt_tokens":47,"total_tokens":49,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":29},"completion_tokens_details":{"reasoning_tokens":1}}}"#;
+        let info = response_info(body);
         assert_eq!(
-            usage_from_json(body),
+            info.usage,
             Some(Usage {
                 input: 47,
                 cached_input: 29,
@@ -82,6 +108,7 @@ mod tests {
                 reasoning: 1
             })
         );
+        assert_eq!(info.model.as_deref(), Some("accounts/fireworks/models/m"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 use super::record::Recorded;
-use super::server::{json_response, Body};
+use super::server::{bytes_response, json_response, Body};
 
 const PREFIX: &str = "/inference/v1";
 const CREATED: i64 = 1_768_319_392;
@@ -123,6 +123,28 @@ const EMBEDDING_FIELDS: &[&str] = &[
     "prompt_template",
 ];
 
+/// Test-only request header that makes the fake fail the way providers (or what stands in
+/// front of them) do: `429`, `503` (Fireworks' JSON envelope), `500` (a proxy's plain text).
+pub const FAULT_HEADER: &str = "x-fake-fireworks-fault";
+
+fn fault_response(fault: &str, request_id: &str) -> http::Response<Body> {
+    let envelope = |status: u16, message: &str| {
+        json_response(
+            status,
+            &json!({"error": {"object": "error", "type": "invalid_request_error", "code": "invalid_request_error", "message": message}, "request_id": request_id}),
+            &[(
+                "x-ratelimit-over-limit",
+                if status == 429 { "yes" } else { "no" }.to_string(),
+            )],
+        )
+    };
+    match fault {
+        "429" => envelope(429, "rate limit exceeded, please try again later"),
+        "503" => envelope(503, "The server is overloaded, please try again later"),
+        _ => bytes_response(500, "text/plain", b"Internal Server Error\n".to_vec(), &[]),
+    }
+}
+
 /// Answers one request.
 pub fn handle(req: &Recorded, options: &FireworksOptions) -> http::Response<Body> {
     let path = req.path.split('?').next().unwrap_or("");
@@ -134,6 +156,9 @@ pub fn handle(req: &Recorded, options: &FireworksOptions) -> http::Response<Body
         );
     };
     let request_id = request_id(req);
+    if let Some(fault) = req.header(FAULT_HEADER) {
+        return fault_response(fault, &request_id);
+    }
     if req.header("authorization") != Some(format!("Bearer {}", options.api_key).as_str()) {
         return json_response(
             401,
@@ -403,7 +428,27 @@ fn generate(
             == Some(true);
         return stream_response(gen, include_usage, options.stream_interval, &headers);
     }
-    json_response(200, &gen.whole(), &headers)
+    let body = serde_json::to_vec(&gen.whole()).unwrap_or_default();
+    if accepts_gzip(req) {
+        let mut headers = headers;
+        headers.push(("content-encoding", "gzip".to_string()));
+        return bytes_response(200, "application/json", gzip(&body), &headers);
+    }
+    bytes_response(200, "application/json", body, &headers)
+}
+
+fn accepts_gzip(req: &Recorded) -> bool {
+    req.header("accept-encoding")
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")))
+}
+
+/// Gzip, as Fireworks' edge sends to clients that accept it.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data)
+        .and_then(|_| e.finish())
+        .unwrap_or_default()
 }
 
 struct Generation {

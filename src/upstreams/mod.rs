@@ -8,7 +8,7 @@ mod server;
 mod testupstream;
 mod tls;
 
-pub use fireworks::{FireworksOptions, FAKE_MODELS};
+pub use fireworks::{FireworksOptions, FAKE_MODELS, FAULT_HEADER as FAKE_FIREWORKS_FAULT_HEADER};
 pub use record::{Recorded, Recorder};
 pub use server::{spawn, Upstream, UpstreamKind};
 pub use tls::TestCa;

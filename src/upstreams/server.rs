@@ -164,14 +164,28 @@ pub fn json_response(
     body: &serde_json::Value,
     extra: &[(&str, String)],
 ) -> Response<Body> {
-    let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+    bytes_response(
+        status,
+        "application/json",
+        serde_json::to_vec(body).unwrap_or_default(),
+        extra,
+    )
+}
+
+/// A complete response with the given content type.
+pub fn bytes_response(
+    status: u16,
+    content_type: &str,
+    body: Vec<u8>,
+    extra: &[(&str, String)],
+) -> Response<Body> {
     let mut builder = Response::builder()
         .status(status)
-        .header("content-type", "application/json");
+        .header("content-type", content_type);
     for (n, v) in extra {
         builder = builder.header(*n, v.as_str());
     }
     builder
-        .body(http_body_util::Full::new(bytes).boxed())
+        .body(http_body_util::Full::new(Bytes::from(body)).boxed())
         .unwrap_or_else(|_| Response::new(http_body_util::Empty::new().boxed()))
 }

@@ -57,6 +57,8 @@ pub struct Setup {
     pub secret_env: Vec<(String, String)>,
     pub fake_key: Option<String>,
     pub stream_interval: Duration,
+    /// Processor on TCP (for gRPC clients such as the usage export) instead of a Unix socket.
+    pub processor_tcp: bool,
 }
 
 impl Default for Setup {
@@ -67,6 +69,7 @@ impl Default for Setup {
             secret_env: Vec::new(),
             fake_key: None,
             stream_interval: Duration::ZERO,
+            processor_tcp: false,
         }
     }
 }
@@ -95,11 +98,15 @@ impl Gateway {
             fake_fireworks_key: setup.fake_key,
             fake_stream_interval: setup.stream_interval,
             test_upstream: Some(TEST_BACKEND.into()),
-            processor_listen: None,
+            processor_listen: setup
+                .processor_tcp
+                .then(|| "127.0.0.1:0".parse().expect("listen")),
             envoy_log_level: std::env::var("ENVOY_LOG_LEVEL").unwrap_or_else(|_| "warning".into()),
             envoy_args: ["--file-flush-interval-msec", "100", "--concurrency", "1"]
                 .map(String::from)
                 .to_vec(),
+            user_header: Some("x-user-id".into()),
+            usage_log: Some(dir.path().join("usage.jsonl")),
         };
         let inner = LocalGateway::start(options).await.unwrap_or_else(|e| {
             panic!("gateway did not start (is Envoy installed? `make envoy`): {e}")
@@ -112,6 +119,11 @@ impl Gateway {
             http: reqwest::Client::new(),
             _dir: dir,
         }
+    }
+
+    /// The JSON-lines usage log written so far.
+    pub fn inner_usage_log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("usage.jsonl")).unwrap_or_default()
     }
 
     pub fn fireworks(&self) -> &Recorder {

@@ -15,3 +15,5 @@ mod envoy_config;
 mod grpc_fixtures;
 mod guide;
 mod harness;
+mod usage;
+mod usage_golden;

@@ -41,15 +41,11 @@ fn escaped_model_names_are_decoded() {
 fn rewrite_keeps_every_other_byte() {
     let body = "{\n  \"model\":   \"qwen-thinking\" ,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,AAAA\"}}]}],\"top_k\":5}";
     let info = ok(Endpoint::ChatCompletions, body);
-    let out = rewrite_model(
-        body.as_bytes(),
-        &info.model_span,
-        "accounts/fireworks/models/qwen3",
-    );
+    let out = rewrite_model(body.as_bytes(), &info, "accounts/fireworks/models/qwen3");
     let expected = body.replace("\"qwen-thinking\"", "\"accounts/fireworks/models/qwen3\"");
     assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
     // A name that needs escaping is escaped.
-    let out = rewrite_model(body.as_bytes(), &info.model_span, "a\"b");
+    let out = rewrite_model(body.as_bytes(), &info, "a\"b");
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["model"], "a\"b");
 }
@@ -153,5 +149,50 @@ fn refusals() {
     );
     assert!(
         matches!(err(ChatCompletions, &deep), RequestError::InvalidJson(m) if m.contains("recursion"))
+    );
+}
+
+#[test]
+fn include_usage_is_added_where_missing() {
+    let check = |body: &str, expected: Option<&str>| {
+        let info = ok(Endpoint::ChatCompletions, body);
+        let edit = include_usage_edit(body.as_bytes(), &info);
+        let out = edit.map(|e| {
+            let out = apply_edits(body.as_bytes(), vec![model_edit(&info, "p"), e]);
+            String::from_utf8(out.to_vec()).unwrap()
+        });
+        assert_eq!(out.as_deref(), expected, "{body}");
+    };
+    check(
+        r#" {"model":"m","stream":true,"messages":[{}]}"#,
+        Some(
+            r#" {"stream_options":{"include_usage":true},"model":"p","stream":true,"messages":[{}]}"#,
+        ),
+    );
+    check(
+        r#"{"model":"m","stream":true,"stream_options":{"x":1},"messages":[{}]}"#,
+        Some(
+            r#"{"model":"p","stream":true,"stream_options":{"include_usage":true,"x":1},"messages":[{}]}"#,
+        ),
+    );
+    check(
+        r#"{"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[{}]}"#,
+        Some(
+            r#"{"model":"p","stream":true,"stream_options":{"include_usage":true},"messages":[{}]}"#,
+        ),
+    );
+    check(
+        r#"{"model":"m","stream":true,"stream_options":null,"messages":[{}]}"#,
+        Some(
+            r#"{"model":"p","stream":true,"stream_options":{"include_usage":true},"messages":[{}]}"#,
+        ),
+    );
+    check(
+        r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{}]}"#,
+        None,
+    );
+    check(
+        r#"{"model":"m","stream":true,"stream_options":7,"messages":[{}]}"#,
+        None,
     );
 }

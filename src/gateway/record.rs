@@ -1,0 +1,118 @@
+//! What a finished response turns into: dynamic metadata for Envoy, a usage record for billing.
+
+use crate::config::{CelInputs, Config, CostKind};
+use crate::llm::Usage;
+use crate::usage::UsageRecord;
+
+use super::reply::MetaValue;
+use super::response::ResponseOutcome;
+use super::stream::Routed;
+
+/// `(metadataKey, value)` for each configured cost; a CEL cost that fails is left out (logged).
+pub fn costs(config: &Config, routed: &Routed, usage: &Usage) -> Vec<(String, f64)> {
+    let rule = &config.rules[routed.selection.rule];
+    let route = &config.routes[rule.route];
+    let backend = &config.backends[routed.selection.backend];
+    route
+        .costs
+        .iter()
+        .filter_map(|cost| {
+            let n = match &cost.kind {
+                CostKind::InputToken => usage.input as f64,
+                CostKind::CachedInputToken => usage.cached_input as f64,
+                CostKind::OutputToken => usage.output as f64,
+                CostKind::TotalToken => usage.total as f64,
+                CostKind::ReasoningToken => usage.reasoning as f64,
+                CostKind::Cel(expr) => {
+                    let inputs = CelInputs {
+                        model: &routed.requested_model,
+                        backend: &backend.name,
+                        route_name: &route.name,
+                        input_tokens: usage.input,
+                        cached_input_tokens: usage.cached_input,
+                        output_tokens: usage.output,
+                        total_tokens: usage.total,
+                        reasoning_tokens: usage.reasoning,
+                    };
+                    match expr.evaluate(&inputs) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::warn!(key = %cost.metadata_key, error = %e, "cost not computed");
+                            return None;
+                        }
+                    }
+                }
+            };
+            Some((cost.metadata_key.clone(), n))
+        })
+        .collect()
+}
+
+fn success(routed: &Routed) -> bool {
+    (200..300).contains(&routed.status)
+}
+
+/// Metadata written at the end of a response. Costs only for successful responses with usage.
+pub fn metadata(
+    config: &Config,
+    routed: &Routed,
+    outcome: &ResponseOutcome,
+) -> Vec<(String, MetaValue)> {
+    let mut out = Vec::new();
+    if let (Some(usage), true) = (&outcome.usage, success(routed)) {
+        out.extend(
+            costs(config, routed, usage)
+                .into_iter()
+                .map(|(k, v)| (k, MetaValue::Num(v))),
+        );
+    }
+    if let Some(model) = &outcome.response_model {
+        out.push(("response_model".into(), MetaValue::Str(model.clone())));
+    }
+    if let Some(t) = outcome.time_to_first_token_ms {
+        out.push(("time_to_first_token_ms".into(), MetaValue::Num(round3(t))));
+    }
+    if let Some(t) = outcome.inter_token_latency_ms {
+        out.push(("inter_token_latency_ms".into(), MetaValue::Num(round3(t))));
+    }
+    out
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The usage record of a finished (or ended) request.
+pub fn usage_record(config: &Config, routed: &Routed, outcome: &ResponseOutcome) -> UsageRecord {
+    let rule = &config.rules[routed.selection.rule];
+    let usage = if success(routed) { outcome.usage } else { None };
+    let u = usage.unwrap_or_default();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    UsageRecord {
+        request_id: routed.request_id.clone(),
+        time_unix_ms: now_ms,
+        route: config.routes[rule.route].name.clone(),
+        backend: config.backends[routed.selection.backend].name.clone(),
+        requested_model: routed.requested_model.clone(),
+        provider_model: outcome
+            .response_model
+            .clone()
+            .unwrap_or_else(|| routed.provider_model.clone()),
+        user: routed.user.clone(),
+        input_tokens: u.input,
+        cached_input_tokens: u.cached_input,
+        output_tokens: u.output,
+        total_tokens: u.total,
+        reasoning_tokens: u.reasoning,
+        costs: usage.map(|u| costs(config, routed, &u)).unwrap_or_default(),
+        status: routed.status,
+        duration_ms: routed.started.elapsed().as_secs_f64() * 1000.0,
+        time_to_first_token_ms: outcome.time_to_first_token_ms.unwrap_or(0.0),
+        stream: routed.stream,
+        endpoint: routed.endpoint.name(),
+        usage_seen: usage.is_some(),
+    }
+}

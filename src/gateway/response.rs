@@ -1,0 +1,220 @@
+//! How the processor reads a response body: JSON buffered whole, SSE streamed event by event
+//! (never held back), compressed bodies decoded on the side, and non-JSON errors rewritten as
+//! OpenAI-style JSON. The bytes the client gets are the provider's, except for that rewrite.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::llm::{decode_all, response_info, Decoder, ErrorBody, SseReader, Usage, MAX_DECODED};
+
+use super::headers::Headers;
+use super::reply::{BodyMode, Continue};
+
+/// Largest error text quoted in a rewritten error body.
+const MAX_ERROR_TEXT: usize = 1024;
+
+/// What the processor does with a response body.
+#[derive(Debug)]
+pub enum ResponseBody {
+    /// A 2xx JSON body, buffered whole, for its usage.
+    Json { encoding: String, buffer: Vec<u8> },
+    /// A 2xx event stream, read as it passes.
+    Sse {
+        decoder: Option<Box<Decoder>>,
+        reader: Box<SseReader>,
+        decoded: usize,
+        broken: bool,
+    },
+    /// A non-2xx body that is not JSON: buffered, then rewritten as an OpenAI error.
+    Error { encoding: String, buffer: Vec<u8> },
+}
+
+/// What a finished response body gave.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseOutcome {
+    pub usage: Option<Usage>,
+    pub response_model: Option<String>,
+    /// Streams: ms from sending the request to the first token, and the mean gap between tokens.
+    pub time_to_first_token_ms: Option<f64>,
+    pub inter_token_latency_ms: Option<f64>,
+    /// A changed body (and its headers) for the client.
+    pub replacement: Option<Continue>,
+}
+
+fn mime(headers: &Headers) -> String {
+    headers
+        .get("content-type")
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+impl ResponseBody {
+    /// The reading a response needs, or `None` when its body can pass unseen.
+    pub fn for_response(headers: &Headers, status: u16) -> Option<Self> {
+        let mime = mime(headers);
+        let encoding = headers.get("content-encoding").unwrap_or("").to_string();
+        let is_json = mime == "application/json" || mime.ends_with("+json");
+        match (200..300).contains(&status) {
+            true if mime == "text/event-stream" => {
+                // An unknown encoding leaves the stream unread (it still passes through).
+                let (decoder, broken) = match Decoder::for_encoding(&encoding) {
+                    Ok(d) => (d.map(Box::new), false),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "usage of this stream cannot be read");
+                        (None, true)
+                    }
+                };
+                Some(Self::Sse {
+                    decoder,
+                    reader: Box::default(),
+                    decoded: 0,
+                    broken,
+                })
+            }
+            true if is_json => Some(Self::Json {
+                encoding,
+                buffer: Vec::new(),
+            }),
+            true => None,
+            false if is_json => None,
+            false => Some(Self::Error {
+                encoding,
+                buffer: Vec::new(),
+            }),
+        }
+    }
+
+    pub fn mode(&self) -> BodyMode {
+        match self {
+            Self::Sse { .. } => BodyMode::Streamed,
+            Self::Json { .. } | Self::Error { .. } => BodyMode::Buffered,
+        }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8], now: Instant) {
+        match self {
+            Self::Json { buffer, .. } | Self::Error { buffer, .. } => {
+                buffer.extend_from_slice(chunk)
+            }
+            Self::Sse {
+                decoder,
+                reader,
+                decoded,
+                broken,
+            } => {
+                if *broken {
+                    return;
+                }
+                match decoder {
+                    None => reader.feed(chunk, now),
+                    Some(d) => match d.feed(chunk) {
+                        Ok(bytes) if *decoded + bytes.len() <= MAX_DECODED => {
+                            *decoded += bytes.len();
+                            reader.feed(&bytes, now);
+                        }
+                        Ok(_) | Err(_) => {
+                            tracing::warn!("cannot decode the event stream; usage not read");
+                            *broken = true;
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    pub fn finish(self, status: u16, sent: Instant, now: Instant) -> ResponseOutcome {
+        match self {
+            Self::Json { encoding, buffer } => match decode_all(&encoding, &buffer) {
+                Ok(body) => {
+                    let info = response_info(&body);
+                    ResponseOutcome {
+                        usage: info.usage,
+                        response_model: info.model,
+                        ..ResponseOutcome::default()
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot decode the response; usage not read");
+                    ResponseOutcome::default()
+                }
+            },
+            Self::Sse { mut reader, .. } => {
+                reader.finish(now);
+                let (ttft, itl) = timing(&reader, sent);
+                ResponseOutcome {
+                    usage: reader.state.usage,
+                    response_model: reader.state.model.clone(),
+                    time_to_first_token_ms: ttft,
+                    inter_token_latency_ms: itl,
+                    replacement: None,
+                }
+            }
+            Self::Error { encoding, buffer } => ResponseOutcome {
+                replacement: error_replacement(status, &encoding, &buffer),
+                ..ResponseOutcome::default()
+            },
+        }
+    }
+}
+
+/// Token timing of a stream, relative to when the request was sent: time to the first token,
+/// and the mean gap between tokens (output tokens when the usage gives them, else token events).
+fn timing(reader: &SseReader, sent: Instant) -> (Option<f64>, Option<f64>) {
+    let s = &reader.state;
+    let ttft = s.first_token.map(|t| ms(t.saturating_duration_since(sent)));
+    let gaps = s
+        .usage
+        .map(|u| u.output)
+        .filter(|n| *n > 1)
+        .unwrap_or(s.token_events);
+    let itl = match (s.first_token, s.last_token) {
+        (Some(first), Some(last)) if gaps > 1 => {
+            Some(ms(last.saturating_duration_since(first)) / (gaps - 1) as f64)
+        }
+        _ => None,
+    };
+    (ttft, itl)
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A non-JSON provider error as OpenAI JSON, same status; `None` if it is JSON after all.
+fn error_replacement(status: u16, encoding: &str, body: &[u8]) -> Option<Continue> {
+    let decoded = decode_all(encoding, body).unwrap_or_else(|_| body.to_vec());
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&decoded).is_ok() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&decoded);
+    let text = text.trim();
+    let mut cut = text.len().min(MAX_ERROR_TEXT);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let message = if text.is_empty() {
+        format!("The provider answered {status} with an empty body.")
+    } else {
+        format!("The provider answered {status}: {}", &text[..cut])
+    };
+    let kind = if status >= 500 {
+        "server_error"
+    } else {
+        "upstream_error"
+    };
+    let json = ErrorBody::new(message, kind, None, Some("upstream_error")).to_json();
+    Some(Continue {
+        set_headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("content-length".into(), json.len().to_string()),
+        ],
+        remove_headers: vec!["content-encoding".into()],
+        body: Some(Bytes::from(json)),
+        ..Continue::default()
+    })
+}

@@ -1,0 +1,205 @@
+//! Server-sent events, read incrementally as the chunks pass: events may be split across
+//! chunks or packed several to a chunk; lines end with LF, CRLF or CR; comment lines and
+//! `data: [DONE]` are understood. Reads usage (the last one wins: it is cumulative), the
+//! provider's model, and when tokens arrive. Never changes the bytes.
+
+use std::time::Instant;
+
+use serde::Deserialize;
+
+use super::usage::{RawUsage, Usage};
+
+/// Longest line kept while waiting for its end; a longer one is skipped (bounded memory).
+pub const MAX_LINE: usize = 4 * 1024 * 1024;
+
+/// Incremental SSE reader.
+#[derive(Debug, Default)]
+pub struct SseReader {
+    /// Bytes of a line not yet ended.
+    line: Vec<u8>,
+    /// A CR ended the last line: a following LF belongs to it.
+    after_cr: bool,
+    /// Data lines of the current event.
+    data: Vec<u8>,
+    has_data: bool,
+    skipping_long_line: bool,
+    /// What has been read so far.
+    pub state: SseState,
+}
+
+/// What the stream has said so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseState {
+    /// Latest usage seen.
+    pub usage: Option<Usage>,
+    /// First model named.
+    pub model: Option<String>,
+    /// Events read.
+    pub events: u64,
+    /// Events whose data was not JSON (passed through all the same).
+    pub malformed: u64,
+    /// Events that carried generated text.
+    pub token_events: u64,
+    /// `data: [DONE]` seen.
+    pub done: bool,
+    /// When the first and the latest token event arrived.
+    pub first_token: Option<Instant>,
+    pub last_token: Option<Instant>,
+}
+
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<RawUsage>,
+    #[serde(default, borrow)]
+    choices: Option<Vec<Choice<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
+    /// Completions stream `text` instead of a delta.
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<serde::de::IgnoredAny>,
+}
+
+impl SseReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads a chunk that arrived at `now`.
+    pub fn feed(&mut self, chunk: &[u8], now: Instant) {
+        let mut rest = chunk;
+        if self.after_cr {
+            if let Some(b'\n') = rest.first() {
+                rest = &rest[1..];
+            }
+            self.after_cr = false;
+        }
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let (head, tail) = rest.split_at(pos);
+            self.push_line_part(head);
+            let line = std::mem::take(&mut self.line);
+            if !std::mem::take(&mut self.skipping_long_line) {
+                self.line_done(&line, now);
+            }
+            self.line = line;
+            self.line.clear();
+            rest = &tail[1..];
+            if tail[0] == b'\r' {
+                match rest.first() {
+                    Some(b'\n') => rest = &rest[1..],
+                    Some(_) => {}
+                    None => self.after_cr = true,
+                }
+            }
+        }
+        self.push_line_part(rest);
+    }
+
+    fn push_line_part(&mut self, part: &[u8]) {
+        if self.skipping_long_line {
+            return;
+        }
+        if self.line.len() + part.len() > MAX_LINE {
+            self.line.clear();
+            self.skipping_long_line = true;
+            return;
+        }
+        self.line.extend_from_slice(part);
+    }
+
+    /// Ends the stream: an event without its closing blank line still counts.
+    pub fn finish(&mut self, now: Instant) {
+        if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            self.line_done(&line, now);
+        }
+        self.dispatch(now);
+    }
+
+    fn line_done(&mut self, line: &[u8], now: Instant) {
+        if line.is_empty() {
+            self.dispatch(now);
+            return;
+        }
+        if line[0] == b':' {
+            return; // comment / keep-alive
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        if field == b"data" {
+            if self.has_data {
+                self.data.push(b'\n');
+            }
+            self.data.extend_from_slice(value);
+            self.has_data = true;
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant) {
+        if !std::mem::take(&mut self.has_data) {
+            return;
+        }
+        let data = std::mem::take(&mut self.data);
+        self.state.events += 1;
+        if data.as_slice() == b"[DONE]" {
+            self.state.done = true;
+        } else {
+            self.read_event(&data, now);
+        }
+        self.data = data;
+        self.data.clear();
+    }
+
+    fn read_event(&mut self, data: &[u8], now: Instant) {
+        let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
+            self.state.malformed += 1;
+            return;
+        };
+        let s = &mut self.state;
+        if s.model.is_none() {
+            s.model = chunk.model.map(|m| m.into_owned());
+        }
+        if let Some(u) = chunk.usage {
+            s.usage = Some(Usage::from(u));
+        }
+        let has_token = chunk.choices.iter().flatten().any(|c| {
+            let delta_token = c.delta.as_ref().is_some_and(|d| {
+                d.content.as_deref().is_some_and(|t| !t.is_empty())
+                    || d.reasoning_content
+                        .as_deref()
+                        .is_some_and(|t| !t.is_empty())
+                    || d.tool_calls.is_some()
+            });
+            delta_token || c.text.as_deref().is_some_and(|t| !t.is_empty())
+        });
+        if has_token {
+            s.token_events += 1;
+            s.first_token.get_or_insert(now);
+            s.last_token = Some(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
