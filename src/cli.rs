@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, CompileOptions, Config, ConfigHandle};
+pub use crate::telemetry::LogFormat;
+
+use crate::app::{App, AppOptions};
+use crate::config::{self, CompileOptions, Config};
 use crate::envoy::{render_yaml, BackendOverride, EnvoyOptions, ProcessorAddress};
-use crate::extproc::{serve, Listen, Processor};
-use crate::gateway::Options;
+use crate::extproc::Listen;
 use crate::local::{LocalGateway, LocalOptions};
 use crate::upstreams::{self, FireworksOptions, UpstreamKind};
-use crate::usage::{spawn_jsonl_sink, UsageHub};
 
 /// Envoy external processor that makes Envoy an AI gateway for OpenAI-compatible providers.
 ///
@@ -29,15 +30,12 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, env = "AI_EXTPROC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Export traces over OTLP/gRPC to this endpoint (off when unset); W3C trace context is
+    /// then handed on to the provider.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,7 +47,7 @@ pub enum Command {
     /// Validate the config and print the route table; exit 1 on errors.
     Check(ConfigArgs),
     /// Run locally: processor + Envoy (+ offline upstreams), supervised together. Ctrl-C stops all.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run an offline upstream alone.
     Upstream(UpstreamArgs),
 }
@@ -77,12 +75,41 @@ pub struct UsageArgs {
     pub usage_log: Option<PathBuf>,
 }
 
+/// Operating the processor.
+#[derive(Debug, Args)]
+pub struct OpsArgs {
+    /// Admin HTTP address: /healthz, /readyz, /metrics.
+    #[arg(long, env = "AI_EXTPROC_ADMIN", default_value = "127.0.0.1:9091")]
+    pub admin: SocketAddr,
+    /// How often config files are checked for changes (0s: never).
+    #[arg(long, env = "AI_EXTPROC_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub reload_interval: Duration,
+    /// On SIGTERM/Ctrl-C, how long to report NOT_SERVING while still serving, before closing.
+    #[arg(long, env = "AI_EXTPROC_DRAIN_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub drain_grace: Duration,
+    /// After the grace period, how long streams in flight may take to finish.
+    #[arg(long, env = "AI_EXTPROC_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+impl OpsArgs {
+    fn reload(&self) -> Option<Duration> {
+        (!self.reload_interval.is_zero()).then_some(self.reload_interval)
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
     #[command(flatten)]
     pub usage: UsageArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
     /// gRPC listen address: host:port or unix:/path.
     #[arg(long, env = "AI_EXTPROC_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: Listen,
@@ -134,6 +161,8 @@ pub struct RunArgs {
     pub config: ConfigArgs,
     #[command(flatten)]
     pub usage: UsageArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
     #[command(flatten)]
     pub envoy: EnvoyArgs,
     /// Envoy binary.
@@ -270,23 +299,23 @@ fn processor_address(s: &str) -> Result<ProcessorAddress, Failure> {
 pub async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Serve(args) => {
-            let handle = ConfigHandle::new(load(&args.config)?);
-            let hub = UsageHub::new();
-            if let Some(path) = &args.usage.usage_log {
-                spawn_jsonl_sink(&hub, path.clone()).await?;
-            }
-            let options = Options {
-                user_header: Some(args.usage.user_header.to_ascii_lowercase()),
-                usage: Some(hub),
-            };
             let bound = args.listen.bind().await?;
-            tracing::info!(listen = ?args.listen, "ai-extproc serving ext_proc and the usage export API");
-            serve(
+            let app = App::start(
                 bound,
-                Processor::with_options(handle, options),
-                shutdown_signal(),
+                AppOptions {
+                    config: args.config.config.clone(),
+                    secret_env: args.config.secret_env.clone(),
+                    admin: Some(args.ops.admin),
+                    user_header: Some(args.usage.user_header.to_ascii_lowercase()),
+                    usage_log: args.usage.usage_log.clone(),
+                    reload_interval: args.ops.reload(),
+                },
             )
             .await?;
+            tracing::info!(listen = ?args.listen, admin = %args.ops.admin, "ai-extproc serving ext_proc, usage export and health");
+            shutdown_signal().await;
+            app.drain(args.ops.drain_grace, args.ops.drain_timeout)
+                .await;
             Ok(())
         }
         Command::EnvoyConfig(args) => {
@@ -305,7 +334,7 @@ pub async fn run(command: Command) -> Result<(), Failure> {
             print!("{}", route_table(&config));
             Ok(())
         }
-        Command::Run(args) => run_local(args).await,
+        Command::Run(args) => run_local(*args).await,
         Command::Upstream(args) => run_upstream(args).await,
     }
 }
@@ -374,6 +403,8 @@ async fn run_local(args: RunArgs) -> Result<(), Failure> {
         processor_listen: args.processor_listen.clone(),
         envoy_log_level: args.envoy_log_level.clone(),
         envoy_args: Vec::new(),
+        processor_admin: Some(args.ops.admin),
+        reload_interval: args.ops.reload(),
         user_header: Some(args.usage.user_header.to_ascii_lowercase()),
         usage_log: args.usage.usage_log.clone(),
     };
@@ -391,7 +422,7 @@ async fn run_local(args: RunArgs) -> Result<(), Failure> {
             tracing::info!("stopping");
             Ok(())
         }
-        status = gateway.wait_envoy() => Err(Failure(format!("Envoy exited: {}", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())))),
+        how = gateway.wait_envoy() => Err(Failure(format!("Envoy exited: {how}"))),
     }
 }
 

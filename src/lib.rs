@@ -4,6 +4,8 @@
 //! envoy-types' ext_proc messages) -> `gateway` -> `llm`, `config`; `envoy` -> `config`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod envoy;
@@ -11,5 +13,6 @@ pub mod extproc;
 pub mod gateway;
 pub mod llm;
 pub mod local;
+pub mod telemetry;
 pub mod upstreams;
 pub mod usage;

@@ -1,21 +1,28 @@
 //! The local gateway: processor, Envoy and (optionally) the offline upstreams, started and
 //! supervised together. `ai-extproc run` (and so `make run`) and the end-to-end tests use it.
+//!
+//! A config change that alters the rendered bootstrap (a new route or Backend) reaches Envoy by
+//! hot restart: a new Envoy process takes over the listeners from the old one, which drains its
+//! in-flight requests and exits, so no request is dropped. Changes that only concern the
+//! processor (a model override, costs, a key) need no restart.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use crate::config::{self, CompileOptions, Config, ConfigErrors, ConfigHandle};
+use crate::app::{App, AppError, AppOptions};
+use crate::config::{self, CompileOptions, Config, ConfigHandle};
 use crate::envoy::{render_yaml, BackendOverride, EnvoyOptions, ProcessorAddress};
-use crate::extproc::{serve, Listen, Processor};
-use crate::gateway::Options;
+use crate::extproc::Listen;
 use crate::upstreams::{self, FireworksOptions, Upstream, UpstreamKind};
-use crate::usage::{spawn_jsonl_sink, UsageHub};
+use crate::usage::UsageHub;
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -40,6 +47,8 @@ pub struct LocalOptions {
     pub test_upstream: Option<String>,
     /// Processor listener; a Unix socket in `state_dir` when `None`.
     pub processor_listen: Option<Listen>,
+    /// Processor admin endpoint.
+    pub processor_admin: Option<SocketAddr>,
     /// Envoy log level.
     pub envoy_log_level: String,
     /// Extra Envoy arguments.
@@ -48,13 +57,17 @@ pub struct LocalOptions {
     pub user_header: Option<String>,
     /// JSON-lines usage log.
     pub usage_log: Option<PathBuf>,
+    /// How often config files are checked for changes; none to not reload.
+    pub reload_interval: Option<Duration>,
 }
 
 /// Why the local gateway did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
+    #[error(transparent)]
+    App(#[from] AppError),
     #[error("{0}")]
-    Config(#[from] ConfigErrors),
+    Config(#[from] config::ConfigErrors),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -78,6 +91,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalError {
 pub struct LocalGateway {
     /// Client-facing address.
     pub listen: SocketAddr,
+    /// The processor.
+    pub app: App,
     /// The compiled config.
     pub config: ConfigHandle,
     /// The fake Fireworks, when started.
@@ -90,16 +105,17 @@ pub struct LocalGateway {
     pub usage: UsageHub,
     /// The processor's TCP address, when it listens on TCP.
     pub processor_addr: Option<SocketAddr>,
-    envoy: Child,
-    stop_processor: Option<oneshot::Sender<()>>,
+    /// Envoy hot restarts done (0 = the first Envoy is serving).
+    pub envoy_epoch: watch::Receiver<u32>,
+    /// Set when the serving Envoy exits on its own.
+    envoy_exit: watch::Receiver<Option<String>>,
+    supervisor: JoinHandle<()>,
 }
 
 impl Drop for LocalGateway {
     fn drop(&mut self) {
-        let _ = self.envoy.start_kill();
-        if let Some(stop) = self.stop_processor.take() {
-            let _ = stop.send(());
-        }
+        // Aborting the supervisor drops its children, which kills them (kill_on_drop).
+        self.supervisor.abort();
     }
 }
 
@@ -111,22 +127,8 @@ impl LocalGateway {
             &options.config,
             &CompileOptions::from_env(options.secret_env.clone()),
         )?;
-
         let test_upstream = match options.test_upstream.clone() {
-            Some(backend) => {
-                check_backend(&compiled, &backend)?;
-                let up =
-                    upstreams::spawn(UpstreamKind::Test, SocketAddr::from(([127, 0, 0, 1], 0)))
-                        .await
-                        .map_err(io("starting the test upstream"))?;
-                tracing::info!(%backend, addr = %up.addr, "backend served by the built-in test upstream");
-                options.envoy_options.overrides.push(BackendOverride {
-                    backend,
-                    address: Some(up.addr),
-                    ca_file: None,
-                });
-                Some(up)
-            }
+            Some(backend) => Some(start_test_upstream(&compiled, &backend, &mut options).await?),
             None => None,
         };
         let fireworks = match options.fake_fireworks.clone() {
@@ -143,80 +145,200 @@ impl LocalGateway {
             .await
             .map_err(io(format!("binding the processor to {listen:?}")))?;
         let processor_addr = bound.local_addr();
-        options.envoy_options.processor = match (&listen, bound.local_addr()) {
+        options.envoy_options.processor = match (&listen, processor_addr) {
             (Listen::Unix(path), _) => ProcessorAddress::Unix(absolute(path)),
-            (Listen::Tcp(_), Some(addr)) => ProcessorAddress::Tcp {
-                host: addr.ip().to_string(),
-                port: addr.port(),
-            },
-            (Listen::Tcp(addr), None) => ProcessorAddress::Tcp {
-                host: addr.ip().to_string(),
-                port: addr.port(),
-            },
-        };
-        let handle = ConfigHandle::new(compiled);
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let usage = UsageHub::new();
-        if let Some(path) = &options.usage_log {
-            spawn_jsonl_sink(&usage, path.clone())
-                .await
-                .map_err(io(format!("opening the usage log {}", path.display())))?;
-        }
-        let processor = Processor::with_options(
-            handle.clone(),
-            Options {
-                user_header: options.user_header.clone(),
-                usage: Some(usage.clone()),
-            },
-        );
-        tokio::spawn(async move {
-            if let Err(e) = serve(bound, processor, async {
-                let _ = stop_rx.await;
-            })
-            .await
-            {
-                tracing::error!(error = %e, "processor stopped");
+            (Listen::Tcp(addr), bound_addr) => {
+                let addr = bound_addr.unwrap_or(*addr);
+                ProcessorAddress::Tcp {
+                    host: addr.ip().to_string(),
+                    port: addr.port(),
+                }
             }
-        });
-
-        let envoy_config = options.state_dir.join("envoy.yaml");
-        let yaml = render_yaml(&handle.snapshot(), &options.envoy_options);
-        std::fs::write(&envoy_config, yaml).map_err(io("writing the Envoy bootstrap"))?;
-        let mut envoy = Command::new(&options.envoy)
-            .arg("-c")
-            .arg(&envoy_config)
-            .args([
-                "--use-dynamic-base-id",
-                "--log-level",
-                &options.envoy_log_level,
-            ])
-            .args(&options.envoy_args)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(io(format!("starting Envoy ({})", options.envoy.display())))?;
-        wait_ready(
-            &mut envoy,
-            options.envoy_options.admin,
-            Duration::from_secs(30),
+        };
+        let mut app = App::start(
+            bound,
+            AppOptions {
+                config: options.config.clone(),
+                secret_env: options.secret_env.clone(),
+                admin: options.processor_admin,
+                user_header: options.user_header.clone(),
+                usage_log: options.usage_log.clone(),
+                reload_interval: options.reload_interval,
+            },
         )
         .await?;
+        let config = app.config.clone();
+
+        let mut envoy = Envoy {
+            bin: options.envoy.clone(),
+            state_dir: options.state_dir.clone(),
+            admin: options.envoy_options.admin,
+            log_level: options.envoy_log_level.clone(),
+            args: options.envoy_args.clone(),
+            base_id: None,
+            epoch: 0,
+        };
+        let yaml = render_yaml(&config.snapshot(), &options.envoy_options);
+        let envoy_config = envoy.config_path(0);
+        let child = envoy.start(&yaml).await?;
+        let (epoch_tx, envoy_epoch) = watch::channel(0);
+        let (exit_tx, envoy_exit) = watch::channel(None);
+        let reloads = std::mem::replace(&mut app.reloads, tokio::sync::mpsc::unbounded_channel().1);
+        let supervisor = tokio::spawn(supervise(
+            envoy,
+            child,
+            yaml,
+            options.envoy_options.clone(),
+            reloads,
+            epoch_tx,
+            exit_tx,
+        ));
         Ok(Self {
             listen: options.envoy_options.listen,
-            config: handle,
+            usage: app.usage.clone(),
+            config,
+            app,
             fireworks,
             test_upstream,
             envoy_config,
-            usage,
             processor_addr,
-            envoy,
-            stop_processor: Some(stop_tx),
+            envoy_epoch,
+            envoy_exit,
+            supervisor,
         })
     }
 
-    /// Waits until Envoy exits (or is killed).
-    pub async fn wait_envoy(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        self.envoy.wait().await
+    /// Waits until the serving Envoy exits on its own; returns how.
+    pub async fn wait_envoy(&mut self) -> String {
+        loop {
+            if let Some(how) = self.envoy_exit.borrow().clone() {
+                return how;
+            }
+            if self.envoy_exit.changed().await.is_err() {
+                return "supervisor stopped".into();
+            }
+        }
+    }
+}
+
+/// Keeps Envoy running and in step with the config: on each applied reload, re-renders the
+/// bootstrap and hot-restarts Envoy when it changed.
+async fn supervise(
+    mut envoy: Envoy,
+    mut child: Child,
+    mut yaml: String,
+    options: EnvoyOptions,
+    mut reloads: tokio::sync::mpsc::UnboundedReceiver<Arc<Config>>,
+    epoch_tx: watch::Sender<u32>,
+    exit_tx: watch::Sender<Option<String>>,
+) {
+    let mut parents: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                let how = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                tracing::error!(%how, "Envoy exited");
+                let _ = exit_tx.send(Some(how));
+                return;
+            }
+            Some(config) = reloads.recv() => {
+                let new_yaml = render_yaml(&config, &options);
+                if new_yaml == yaml {
+                    continue;
+                }
+                match envoy.hot_restart(&new_yaml).await {
+                    Ok(new_child) => {
+                        let old = std::mem::replace(&mut child, new_child);
+                        // The old Envoy drains and exits by itself; reap it.
+                        parents.push(tokio::spawn(reap(old)));
+                        yaml = new_yaml;
+                        let _ = epoch_tx.send(envoy.epoch);
+                        tracing::info!(epoch = envoy.epoch, "Envoy hot-restarted with the new routes");
+                    }
+                    Err(e) => tracing::error!(error = %e, "Envoy hot restart failed; the previous Envoy keeps serving"),
+                }
+            }
+        }
+    }
+}
+
+async fn reap(mut child: Child) {
+    let _ = child.wait().await;
+}
+
+/// How to start (and restart) Envoy.
+struct Envoy {
+    bin: PathBuf,
+    state_dir: PathBuf,
+    admin: SocketAddr,
+    log_level: String,
+    args: Vec<String>,
+    base_id: Option<String>,
+    epoch: u32,
+}
+
+impl Envoy {
+    fn config_path(&self, epoch: u32) -> PathBuf {
+        if epoch == 0 {
+            self.state_dir.join("envoy.yaml")
+        } else {
+            self.state_dir.join(format!("envoy.{epoch}.yaml"))
+        }
+    }
+
+    fn command(&self, config: &Path) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("-c")
+            .arg(config)
+            .args([
+                "--log-level",
+                &self.log_level,
+                "--drain-time-s",
+                "5",
+                "--parent-shutdown-time-s",
+                "10",
+            ])
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        c
+    }
+
+    async fn start(&mut self, yaml: &str) -> Result<Child, LocalError> {
+        let path = self.config_path(0);
+        std::fs::write(&path, yaml).map_err(io("writing the Envoy bootstrap"))?;
+        let base_id_path = self.state_dir.join("envoy.base-id");
+        let mut child = self
+            .command(&path)
+            .arg("--use-dynamic-base-id")
+            .arg("--base-id-path")
+            .arg(&base_id_path)
+            .spawn()
+            .map_err(io(format!("starting Envoy ({})", self.bin.display())))?;
+        wait_ready(&mut child, self.admin, 0, Duration::from_secs(30)).await?;
+        self.base_id = std::fs::read_to_string(&base_id_path)
+            .ok()
+            .map(|s| s.trim().to_string());
+        Ok(child)
+    }
+
+    async fn hot_restart(&mut self, yaml: &str) -> Result<Child, LocalError> {
+        let Some(base_id) = self.base_id.clone() else {
+            return Err(LocalError::EnvoyExited(
+                "no base id recorded for a hot restart".into(),
+            ));
+        };
+        let epoch = self.epoch + 1;
+        let path = self.config_path(epoch);
+        std::fs::write(&path, yaml).map_err(io("writing the Envoy bootstrap"))?;
+        let mut child = self
+            .command(&path)
+            .args(["--base-id", &base_id, "--restart-epoch", &epoch.to_string()])
+            .spawn()
+            .map_err(io("starting the new Envoy"))?;
+        wait_ready(&mut child, self.admin, epoch, Duration::from_secs(30)).await?;
+        self.epoch = epoch;
+        Ok(child)
     }
 }
 
@@ -224,7 +346,7 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-fn check_backend(config: &Config, backend: &str) -> Result<(), LocalError> {
+fn matching_backend(config: &Config, backend: &str) -> Result<(), LocalError> {
     let known = config
         .clusters
         .iter()
@@ -236,14 +358,32 @@ fn check_backend(config: &Config, backend: &str) -> Result<(), LocalError> {
     }
 }
 
+async fn start_test_upstream(
+    config: &Config,
+    backend: &str,
+    options: &mut LocalOptions,
+) -> Result<Upstream, LocalError> {
+    matching_backend(config, backend)?;
+    let up = upstreams::spawn(UpstreamKind::Test, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(io("starting the test upstream"))?;
+    tracing::info!(%backend, addr = %up.addr, "backend served by the built-in test upstream");
+    options.envoy_options.overrides.push(BackendOverride {
+        backend: backend.to_string(),
+        address: Some(up.addr),
+        ca_file: None,
+    });
+    Ok(up)
+}
+
 async fn start_fake(
     config: &Config,
     backend: &str,
     options: &mut LocalOptions,
 ) -> Result<Upstream, LocalError> {
-    check_backend(config, backend)?;
+    matching_backend(config, backend)?;
     // The fake accepts the key the config sends to that backend (the guide's placeholder if unset).
-    let api_key = config
+    let configured = config
         .backends
         .iter()
         .filter(|b| {
@@ -252,7 +392,7 @@ async fn start_fake(
         })
         .find_map(|b| b.api_key.as_ref().map(|k| k.expose().to_string()))
         .unwrap_or_default();
-    let api_key = options.fake_fireworks_key.clone().unwrap_or(api_key);
+    let api_key = options.fake_fireworks_key.clone().unwrap_or(configured);
     let kind = UpstreamKind::Fireworks(FireworksOptions {
         api_key,
         stream_interval: options.fake_stream_interval,
@@ -272,10 +412,11 @@ async fn start_fake(
     Ok(up)
 }
 
-/// Polls Envoy's admin `/ready` until it answers 200 (the admin refuses HTTP/1.0 with 426).
+/// Polls Envoy's admin until it is ready at `epoch` (the admin refuses HTTP/1.0 with 426).
 async fn wait_ready(
     envoy: &mut Child,
     admin: SocketAddr,
+    epoch: u32,
     limit: Duration,
 ) -> Result<(), LocalError> {
     let deadline = tokio::time::Instant::now() + limit;
@@ -283,7 +424,7 @@ async fn wait_ready(
         if let Ok(Some(status)) = envoy.try_wait() {
             return Err(LocalError::EnvoyExited(status.to_string()));
         }
-        if admin_ready(admin).await {
+        if admin_ready(admin, epoch).await {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
@@ -293,17 +434,25 @@ async fn wait_ready(
     }
 }
 
-async fn admin_ready(admin: SocketAddr) -> bool {
-    let Ok(mut s) = tokio::net::TcpStream::connect(admin).await else {
-        return false;
-    };
-    if s.write_all(b"GET /ready HTTP/1.1\r\nHost: envoy-admin\r\nConnection: close\r\n\r\n")
-        .await
-        .is_err()
-    {
-        return false;
-    }
+async fn admin_get(admin: SocketAddr, path: &str) -> Option<String> {
+    let mut s = tokio::net::TcpStream::connect(admin).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: envoy-admin\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut buf)).await;
-    buf.starts_with(b"HTTP/1.1 200")
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    text.starts_with("HTTP/1.1 200").then_some(text)
+}
+
+async fn admin_ready(admin: SocketAddr, epoch: u32) -> bool {
+    if admin_get(admin, "/ready").await.is_none() {
+        return false;
+    }
+    if epoch == 0 {
+        return true;
+    }
+    // During a hot restart the old Envoy may still answer: wait for the new one.
+    admin_get(admin, "/server_info")
+        .await
+        .is_some_and(|t| t.contains(&format!("\"restart_epoch\": {epoch}")))
 }

@@ -1,21 +1,13 @@
-//! Boots: parse the command line, set up logging, hand over to `cli::run`.
+//! Boots: parse the command line, set up logs and traces, hand over to `cli::run`.
 #![forbid(unsafe_code)]
 
 use clap::Parser;
 
-use ai_extproc::cli::{run, Cli, LogFormat};
+use ai_extproc::cli::{run, Cli};
+use ai_extproc::telemetry;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -26,11 +18,21 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("error: {}", failure.0);
-            std::process::ExitCode::FAILURE
+    runtime.block_on(async {
+        let _telemetry =
+            match telemetry::init(&cli.log, cli.log_format, cli.otlp_endpoint.as_deref()) {
+                Ok(guard) => guard,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+        match run(cli.command).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(failure) => {
+                eprintln!("error: {}", failure.0);
+                std::process::ExitCode::FAILURE
+            }
         }
-    }
+    })
 }

@@ -6,6 +6,7 @@ mod compile;
 mod error;
 mod load;
 mod raw;
+mod reload;
 mod runtime;
 mod secret;
 
@@ -21,6 +22,7 @@ pub use compile::{
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use load::{load_paths, parse_str, Object};
+pub use reload::{fingerprint, watch, ReloadOutcome};
 pub use runtime::{
     BackendId, CaSource, Cluster, ClusterId, Config, Cost, CostKind, Endpoint, HeaderMatch, Match,
     ModelInfo, Route, RouteId, Rule, ServiceBackend, Tls, WeightedBackend,
@@ -47,19 +49,34 @@ pub fn load_str(name: &str, text: &str, options: &CompileOptions) -> Result<Conf
 /// The live configuration. Each ext_proc stream takes one snapshot when it opens and keeps it,
 /// so a swap never changes a request half-way.
 #[derive(Debug, Clone)]
-pub struct ConfigHandle(Arc<ArcSwap<Config>>);
+pub struct ConfigHandle {
+    current: Arc<ArcSwap<Config>>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
 
 impl ConfigHandle {
+    /// Generation 1.
     pub fn new(config: Config) -> Self {
-        Self(Arc::new(ArcSwap::from_pointee(config)))
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(config)),
+            generation: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        }
     }
 
     pub fn snapshot(&self) -> Arc<Config> {
-        self.0.load_full()
+        self.current.load_full()
     }
 
-    pub fn store(&self, config: Config) {
-        self.0.store(Arc::new(config));
+    /// Swaps the whole config in; returns its generation.
+    pub fn store(&self, config: Config) -> u64 {
+        self.current.store(Arc::new(config));
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

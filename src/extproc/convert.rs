@@ -160,3 +160,15 @@ fn immediate(i: Immediate) -> ImmediateResponse {
         ..ImmediateResponse::default()
     }
 }
+
+/// Adds header settings to a reply (trace context, say).
+pub fn add_headers(common: &mut CommonResponse, headers: Vec<(String, String)>) {
+    let extra = header_mutation(headers, Vec::new())
+        .map(|m| m.set_headers)
+        .unwrap_or_default();
+    common
+        .header_mutation
+        .get_or_insert_with(HeaderMutation::default)
+        .set_headers
+        .extend(extra);
+}

@@ -5,5 +5,5 @@ mod convert;
 mod serve;
 mod service;
 
-pub use serve::{serve, Listen};
+pub use serve::{serve, serve_with_health, Bound, Listen};
 pub use service::Processor;

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
 
 use super::service::Processor;
+use crate::admin::HealthService;
 use crate::usage::UsageExportService;
 
 /// Largest ext_proc message accepted: a buffered body plus headers (vision bodies are ~10 MB).
@@ -76,6 +77,17 @@ pub async fn serve(
     processor: Processor,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with_health(bound, processor, None, shutdown).await
+}
+
+/// Serves ext_proc, the usage export API and (when given) `grpc.health.v1` until `shutdown`
+/// completes, then waits for the streams in flight (graceful).
+pub async fn serve_with_health(
+    bound: Bound,
+    processor: Processor,
+    health: Option<HealthService>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     // The usage export API shares the listener: one gRPC endpoint per processor.
     let usage = processor
         .usage()
@@ -89,7 +101,8 @@ pub async fn serve(
         .initial_stream_window_size(Some(4 * 1024 * 1024))
         .initial_connection_window_size(Some(16 * 1024 * 1024))
         .add_service(service)
-        .add_optional_service(usage);
+        .add_optional_service(usage)
+        .add_optional_service(health);
     match bound {
         Bound::Tcp(l) => {
             builder

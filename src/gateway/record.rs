@@ -101,6 +101,7 @@ pub fn usage_record(config: &Config, routed: &Routed, outcome: &ResponseOutcome)
             .response_model
             .clone()
             .unwrap_or_else(|| routed.provider_model.clone()),
+        provider_request_model: routed.provider_model.clone(),
         user: routed.user.clone(),
         input_tokens: u.input,
         cached_input_tokens: u.cached_input,
@@ -111,6 +112,7 @@ pub fn usage_record(config: &Config, routed: &Routed, outcome: &ResponseOutcome)
         status: routed.status,
         duration_ms: routed.started.elapsed().as_secs_f64() * 1000.0,
         time_to_first_token_ms: outcome.time_to_first_token_ms.unwrap_or(0.0),
+        inter_token_latency_ms: outcome.inter_token_latency_ms.unwrap_or(0.0),
         stream: routed.stream,
         endpoint: routed.endpoint.name(),
         usage_seen: usage.is_some(),

@@ -17,8 +17,12 @@ struct Subscriber {
     missed: u64,
 }
 
+/// Sees every record (metrics).
+pub type Observer = Arc<dyn Fn(&UsageRecord) + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
+    observer: Mutex<Option<Observer>>,
     subscribers: Mutex<Vec<Subscriber>>,
     file: Mutex<Option<mpsc::Sender<UsageRecord>>>,
     emitted: AtomicU64,
@@ -52,6 +56,13 @@ impl UsageHub {
         rx
     }
 
+    /// Shows every record to `observer` first (synchronously: keep it cheap).
+    pub fn set_observer(&self, observer: Observer) {
+        if let Ok(mut o) = self.0.observer.lock() {
+            *o = Some(observer);
+        }
+    }
+
     /// Sends records to a JSON-lines writer as well.
     pub fn set_file_sink(&self, tx: mpsc::Sender<UsageRecord>) {
         if let Ok(mut f) = self.0.file.lock() {
@@ -62,6 +73,10 @@ impl UsageHub {
     /// Hands a record to every consumer that has room; counts the ones that had none.
     pub fn emit(&self, record: UsageRecord) {
         self.0.emitted.fetch_add(1, Ordering::Relaxed);
+        let observer = self.0.observer.lock().ok().and_then(|o| o.clone());
+        if let Some(observe) = observer {
+            observe(&record);
+        }
         if let Ok(mut subs) = self.0.subscribers.lock() {
             subs.retain_mut(|s| match s.tx.try_send(record.to_proto(s.missed)) {
                 Ok(()) => {

@@ -59,6 +59,8 @@ pub struct Setup {
     pub stream_interval: Duration,
     /// Processor on TCP (for gRPC clients such as the usage export) instead of a Unix socket.
     pub processor_tcp: bool,
+    /// Watch the config files for changes.
+    pub reload_interval: Option<Duration>,
 }
 
 impl Default for Setup {
@@ -70,6 +72,7 @@ impl Default for Setup {
             fake_key: None,
             stream_interval: Duration::ZERO,
             processor_tcp: false,
+            reload_interval: None,
         }
     }
 }
@@ -106,6 +109,8 @@ impl Gateway {
                 .map(String::from)
                 .to_vec(),
             user_header: Some("x-user-id".into()),
+            processor_admin: Some("127.0.0.1:0".parse().expect("addr")),
+            reload_interval: setup.reload_interval,
             usage_log: Some(dir.path().join("usage.jsonl")),
         };
         let inner = LocalGateway::start(options).await.unwrap_or_else(|e| {
@@ -119,6 +124,14 @@ impl Gateway {
             http: reqwest::Client::new(),
             _dir: dir,
         }
+    }
+
+    /// The processor's admin endpoint, `http://127.0.0.1:port`.
+    pub fn admin_base(&self) -> String {
+        format!(
+            "http://{}",
+            self.inner.app.admin_addr.expect("admin endpoint")
+        )
     }
 
     /// The JSON-lines usage log written so far.

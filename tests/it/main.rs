@@ -15,5 +15,6 @@ mod envoy_config;
 mod grpc_fixtures;
 mod guide;
 mod harness;
+mod ops;
 mod usage;
 mod usage_golden;

@@ -1,0 +1,196 @@
+//! The processor as a running service: config (with hot reload), the ext_proc + usage export +
+//! health gRPC server, the admin HTTP endpoint, metrics, and a bounded graceful drain.
+//! `serve` runs it alone; `run` and the end-to-end tests run it beside Envoy.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::admin::{serve_admin, AdminState, Health, Metrics};
+use crate::config::{self, CompileOptions, Config, ConfigErrors, ConfigHandle, ReloadOutcome};
+use crate::extproc::{serve_with_health, Bound, Processor};
+use crate::gateway::Options;
+use crate::usage::{spawn_jsonl_sink, UsageHub};
+
+/// How to run the processor.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    pub config: Vec<PathBuf>,
+    pub secret_env: Vec<(String, String)>,
+    /// Admin HTTP address (`/healthz`, `/readyz`, `/metrics`); none to not serve it.
+    pub admin: Option<SocketAddr>,
+    pub user_header: Option<String>,
+    pub usage_log: Option<PathBuf>,
+    /// How often the config files are checked for changes; none to not reload.
+    pub reload_interval: Option<Duration>,
+}
+
+/// Why the processor did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running processor.
+pub struct App {
+    pub config: ConfigHandle,
+    pub usage: UsageHub,
+    pub metrics: Arc<Metrics>,
+    pub health: Health,
+    /// Admin endpoint address, when served.
+    pub admin_addr: Option<SocketAddr>,
+    /// Every applied reload's new config (for `run`, which re-renders Envoy).
+    pub reloads: mpsc::UnboundedReceiver<Arc<Config>>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        for task in &self.background {
+            task.abort();
+        }
+    }
+}
+
+impl App {
+    /// Loads the config and serves on `bound`.
+    pub async fn start(bound: Bound, options: AppOptions) -> Result<Self, AppError> {
+        let compiled = config::load(
+            &options.config,
+            &CompileOptions::from_env(options.secret_env.clone()),
+        )?;
+        let handle = ConfigHandle::new(compiled);
+        let metrics = Arc::new(Metrics::new());
+        metrics.config_generation.set(handle.generation());
+        let usage = UsageHub::new();
+        let observer = metrics.clone();
+        usage.set_observer(Arc::new(move |r| observer.observe(r)));
+        if let Some(path) = &options.usage_log {
+            spawn_jsonl_sink(&usage, path.clone())
+                .await
+                .map_err(|source| AppError::Io {
+                    what: format!("opening the usage log {}", path.display()),
+                    source,
+                })?;
+        }
+        let (health, health_service) = Health::new().await;
+        let mut background = Vec::new();
+        let admin_addr = match options.admin {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| AppError::Io {
+                        what: format!("binding the admin endpoint to {addr}"),
+                        source,
+                    })?;
+                let local = listener.local_addr().ok();
+                let state = AdminState {
+                    health: health.clone(),
+                    metrics: metrics.clone(),
+                    usage: Some(usage.clone()),
+                };
+                background.push(tokio::spawn(serve_admin(listener, state)));
+                local
+            }
+            None => None,
+        };
+        let (reload_tx, reloads) = mpsc::unbounded_channel();
+        if let Some(interval) = options.reload_interval {
+            let (paths, secret_env, h, m) = (
+                options.config.clone(),
+                options.secret_env.clone(),
+                handle.clone(),
+                metrics.clone(),
+            );
+            background.push(tokio::spawn(config::watch(
+                paths,
+                secret_env,
+                h,
+                interval,
+                move |outcome| match outcome {
+                    ReloadOutcome::Applied { generation, config } => {
+                        m.reload(true);
+                        m.config_generation.set(generation);
+                        let _ = reload_tx.send(config);
+                    }
+                    ReloadOutcome::Rejected(_) => m.reload(false),
+                },
+            )));
+        }
+        let processor = Processor::with_options(
+            handle.clone(),
+            Options {
+                user_header: options.user_header.clone(),
+                usage: Some(usage.clone()),
+            },
+            metrics.clone(),
+        );
+        let (stop, stop_rx) = oneshot::channel();
+        let server = tokio::spawn(serve_with_health(
+            bound,
+            processor,
+            Some(health_service),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        health.set_ready().await;
+        Ok(Self {
+            config: handle,
+            usage,
+            metrics,
+            health,
+            admin_addr,
+            reloads,
+            stop: Some(stop),
+            server: Some(server),
+            background,
+        })
+    }
+
+    /// Graceful shutdown: health goes NOT_SERVING at once and the server keeps serving for
+    /// `grace` (so health checkers and load balancers see it and stop sending); then it stops
+    /// taking connections and waits for the streams in flight, at most `timeout`. True when
+    /// everything finished in time.
+    pub async fn drain(mut self, grace: Duration, timeout: Duration) -> bool {
+        self.health.start_draining().await;
+        let active = self.metrics.streams_active.get();
+        tracing::info!(active_streams = active, ?grace, ?timeout, "draining");
+        tokio::time::sleep(grace).await;
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let Some(server) = self.server.take() else {
+            return true;
+        };
+        match tokio::time::timeout(timeout, server).await {
+            Ok(_) => {
+                tracing::info!("drained");
+                true
+            }
+            Err(_) => {
+                tracing::warn!(
+                    active_streams = self.metrics.streams_active.get(),
+                    "drain time over; exiting with streams still open"
+                );
+                false
+            }
+        }
+    }
+}
