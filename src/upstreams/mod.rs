@@ -11,4 +11,5 @@ mod tls;
 pub use fireworks::{FireworksOptions, FAKE_MODELS, FAULT_HEADER as FAKE_FIREWORKS_FAULT_HEADER};
 pub use record::{Recorded, Recorder};
 pub use server::{spawn, Upstream, UpstreamKind};
+pub use testupstream::TestOptions;
 pub use tls::TestCa;

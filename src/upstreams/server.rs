@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::fireworks::{self, FireworksOptions};
 use super::record::{Recorded, Recorder};
-use super::testupstream;
+use super::testupstream::{self, TestOptions};
 use super::tls::TestCa;
 
 /// Response body type of the upstreams.
@@ -27,7 +27,7 @@ pub type Body = BoxBody<Bytes, Infallible>;
 #[derive(Debug, Clone)]
 pub enum UpstreamKind {
     /// The basic guide's test upstream: plain HTTP.
-    Test,
+    Test(TestOptions),
     /// The fake Fireworks: HTTPS with a fresh test CA.
     Fireworks(FireworksOptions),
 }
@@ -61,7 +61,7 @@ pub async fn spawn(kind: UpstreamKind, addr: SocketAddr) -> std::io::Result<Upst
     let addr = listener.local_addr()?;
     let recorder = Recorder::default();
     let tls = match &kind {
-        UpstreamKind::Test => None,
+        UpstreamKind::Test(_) => None,
         UpstreamKind::Fireworks(_) => Some(
             TestCa::generate(&["api.fireworks.ai", "localhost"])
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
@@ -153,9 +153,41 @@ async fn handle(
     };
     rec.push(recorded.clone());
     match kind {
-        UpstreamKind::Test => testupstream::handle(&recorded),
+        UpstreamKind::Test(options) => testupstream::handle(&recorded, options),
         UpstreamKind::Fireworks(options) => fireworks::handle(&recorded, options),
     }
+}
+
+/// An event stream: each event sent on its own, `interval` apart.
+pub fn sse_response(
+    events: Vec<String>,
+    interval: std::time::Duration,
+    extra: &[(&str, String)],
+) -> Response<Body> {
+    use tokio_stream::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::spawn(async move {
+        for (i, e) in events.into_iter().enumerate() {
+            if i > 0 && !interval.is_zero() {
+                tokio::time::sleep(interval).await;
+            }
+            if tx.send(Bytes::from(e)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|b| Ok::<_, Infallible>(hyper::body::Frame::data(b)));
+    let mut builder = Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache");
+    for (n, v) in extra {
+        builder = builder.header(*n, v.as_str());
+    }
+    builder
+        .body(http_body_util::StreamBody::new(stream).boxed())
+        .unwrap_or_else(|_| Response::new(http_body_util::Empty::new().boxed()))
 }
 
 /// A complete JSON response.

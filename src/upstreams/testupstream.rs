@@ -1,23 +1,48 @@
 //! The basic guide's self-hosted test upstream: every chat completion is answered with the
 //! same line of Invictus.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use super::record::Recorded;
-use super::server::{json_response, Body};
+use super::server::{json_response, sse_response, Body};
+
+/// How the test upstream streams (`"stream": true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestOptions {
+    /// Content events per stream (the usage and `[DONE]` events come on top).
+    pub stream_events: usize,
+    /// Pause between events.
+    pub stream_interval: Duration,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        Self {
+            stream_events: 8,
+            stream_interval: Duration::ZERO,
+        }
+    }
+}
 
 /// What the test upstream always says.
 pub const ANSWER: &str = "I am the master of my fate, I am the captain of my soul.";
 
-pub fn handle(req: &Recorded) -> http::Response<Body> {
+pub fn handle(req: &Recorded, options: &TestOptions) -> http::Response<Body> {
     let path = req.path.split('?').next().unwrap_or("");
     match (req.method.as_str(), path) {
         ("GET", "/health") => json_response(200, &json!({"status": "ok"}), &[]),
         ("POST", "/v1/chat/completions") => {
-            let model = req
-                .json()
-                .and_then(|v| v.get("model").and_then(|m| m.as_str()).map(str::to_string))
-                .unwrap_or_default();
+            let body = req.json().unwrap_or_default();
+            let model = body
+                .get("model")
+                .and_then(|m| m.as_str())
+                .unwrap_or_default()
+                .to_string();
+            if body.get("stream").and_then(|s| s.as_bool()) == Some(true) {
+                return stream(&model, options);
+            }
             let body = json!({
                 "id": "chatcmpl-testupstream",
                 "object": "chat.completion",
@@ -38,4 +63,30 @@ pub fn handle(req: &Recorded) -> http::Response<Body> {
             &[],
         ),
     }
+}
+
+/// An OpenAI-style stream: a role chunk, `stream_events` content chunks, a finishing chunk with
+/// usage (Fireworks style), `[DONE]`.
+fn stream(model: &str, options: &TestOptions) -> http::Response<Body> {
+    let chunk = |delta: serde_json::Value,
+                 finish: Option<&str>,
+                 usage: Option<serde_json::Value>| {
+        let v = json!({"id": "chatcmpl-testupstream", "object": "chat.completion.chunk", "created": 1_700_000_000,
+            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], "usage": usage});
+        format!("data: {v}\n\n")
+    };
+    let words: Vec<&str> = ANSWER.split(' ').collect();
+    let mut events = vec![chunk(json!({"role": "assistant"}), None, None)];
+    for i in 0..options.stream_events {
+        let word = words[i % words.len()];
+        events.push(chunk(json!({"content": format!("{word} ")}), None, None));
+    }
+    let n = options.stream_events as u64;
+    events.push(chunk(
+        json!({}),
+        Some("stop"),
+        Some(json!({"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n})),
+    ));
+    events.push("data: [DONE]\n\n".to_string());
+    sse_response(events, options.stream_interval, &[])
 }

@@ -133,14 +133,16 @@ async fn reload_under_load_applies_good_changes_and_rejects_bad_ones() {
         .await
         .unwrap()
         .unwrap();
-    let r = gw
-        .post(
-            "/v1/chat/completions",
-            r#"{"model":"qwen-new","messages":[{"role":"user","content":"Hi"}]}"#,
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    // A new connection reaches the new Envoy (pooled ones finish on the old one while it drains).
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", gw.base))
+        .header("content-type", "application/json")
+        .body(r#"{"model":"qwen-new","messages":[{"role":"user","content":"Hi"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    assert_eq!(status, 200, "{}", r.text().await.unwrap());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     stop.store(true, Ordering::Relaxed);

@@ -1,0 +1,320 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: bare Envoy, Envoy + ai-extproc, LiteLLM (and what else is installed),
+against the same mock upstream, in one run, on loopback. Prints a Markdown table with ratios
+against bare Envoy and saves it under bench/results/. Bounded in time (~3 minutes)."""
+
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target/release/ai-extproc")
+ENVOY = os.environ.get("ENVOY_BIN") or shutil.which("envoy") or os.path.join(ROOT, ".venv/bin/envoy")
+LITELLM = os.path.join(ROOT, ".venv-bench/bin/litellm")
+DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
+UPSTREAM = 18000
+STREAM_EVENTS, STREAM_INTERVAL_MS = 32, 10
+BODY = json.dumps({"model": "bench-model", "messages": [
+    {"role": "system", "content": "You are a helpful assistant. " * 12},
+    {"role": "user", "content": "Tell me about the weather in Lisbon in spring, briefly. " * 10}]})
+assert 900 < len(BODY) < 1300, len(BODY)  # ~1 KB POST, as ENVOY-NOTES measured
+
+procs = []
+
+
+def start(cmd, env=None, log=None):
+    p = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=log or subprocess.DEVNULL,
+                         env={**os.environ, **(env or {})}, cwd=ROOT)
+    procs.append(p)
+    return p
+
+
+def stop_all():
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def wait_http(url, headers=None, body=None, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            req = urllib.request.Request(url, data=body.encode() if body else None, headers=headers or {})
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"not ready: {url}")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        m = re.search(r"VmHWM:\s+(\d+) kB", f.read())
+    return int(m.group(1)) / 1024 if m else 0.0
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        m = re.search(r"VmRSS:\s+(\d+) kB", f.read())
+    return int(m.group(1)) / 1024 if m else 0.0
+
+
+def wrk(url, conns, seconds, headers):
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    hdrs = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(BODY)}\n'
+                 f'wrk.headers["content-type"] = "application/json"\n{hdrs}')
+    script.close()
+    threads = min(conns, 2)
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", script.name, url],
+                         capture_output=True, text=True).stdout
+    os.unlink(script.name)
+
+    def lat(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return float("nan")
+        v, unit = float(m.group(1)), m.group(2)
+        return v * {"us": 1e-3, "ms": 1.0, "s": 1000.0}[unit]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    return {"rps": rps, "p50": lat(50), "p99": lat(99), "requests": total, "errors": errors}
+
+
+async def stream_timing(port, path, headers):
+    """Time to first byte and mean gap between SSE events, as the client sees them."""
+    body = json.dumps({**json.loads(BODY), "stream": True})
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    hdrs = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    w.write((f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n{hdrs}"
+             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}").encode())
+    await w.drain()
+    t0 = time.perf_counter()
+    first, arrivals, buf = None, [], b""
+    while True:
+        chunk = await r.read(65536)
+        if not chunk:
+            break
+        now = time.perf_counter()
+        if first is None:
+            first = now - t0
+        buf += chunk
+        arrivals.extend([now] * chunk.count(b"data: "))
+    w.close()
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    return first * 1000, (sum(gaps) / len(gaps) * 1000 if gaps else float("nan")), len(arrivals)
+
+
+def vision_ms(port, path, headers):
+    image = "A" * (9 * 1024 * 1024)
+    body = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}}]}]}).encode()
+    times = []
+    for _ in range(3):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
+                                     headers={"content-type": "application/json", **headers})
+        t = time.perf_counter()
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                resp.read()
+                ok = resp.status == 200
+        except Exception:
+            ok = False
+        times.append((time.perf_counter() - t) * 1000 if ok else float("nan"))
+    return sorted(times)[1]
+
+
+async def open_streams(port, path, headers, n, hold_s):
+    """n concurrent slow streams; returns how many completed."""
+    async def one():
+        try:
+            _, _, events = await stream_timing(port, path, headers)
+            return events > 0
+        except Exception:
+            return False
+    results = await asyncio.gather(*[one() for _ in range(n)])
+    return sum(results)
+
+
+def measure(name, port, path, headers, pids):
+    print(f"== {name}", file=sys.stderr)
+    wrk(f"http://127.0.0.1:{port}{path}", 4, 2, headers)  # warm-up
+    before = {k: cpu_seconds(p) for k, p in pids.items()}
+    r16 = wrk(f"http://127.0.0.1:{port}{path}", 16, DURATION, headers)
+    cpu = {k: (cpu_seconds(p) - before[k]) / max(r16["requests"], 1) * 1e6 for k, p in pids.items()}
+    r1 = wrk(f"http://127.0.0.1:{port}{path}", 1, max(DURATION // 2, 3), headers)
+    ttfb, gap, events = asyncio.run(stream_timing(port, path, headers))
+    vision = vision_ms(port, path, headers)
+    rss = {k: peak_rss_mb(p) for k, p in pids.items()}
+    return {"name": name, "r16": r16, "r1": r1, "cpu_us": cpu, "rss": rss, "ttfb": ttfb, "gap": gap,
+            "events": events, "vision_ms": vision}
+
+
+def main():
+    for tool, hint in [("wrk", "apt-get install wrk"), (ENVOY, "make envoy")]:
+        if not shutil.which(tool) and not os.path.exists(tool):
+            raise SystemExit(f"missing {tool}: {hint}")
+    tmp = tempfile.mkdtemp(prefix="ai-extproc-bench-")
+    results = []
+    try:
+        up = start([BIN, "upstream", "test", "--listen", f"127.0.0.1:{UPSTREAM}",
+                    "--stream-events", str(STREAM_EVENTS), "--stream-interval-ms", str(STREAM_INTERVAL_MS)])
+        wait_http(f"http://127.0.0.1:{UPSTREAM}/health")
+        direct_ttfb, direct_gap, _ = asyncio.run(stream_timing(UPSTREAM, "/v1/chat/completions", {}))
+
+        # 1. Bare Envoy.
+        bare = start([ENVOY, "-c", "bench/bare-envoy.yaml", "--concurrency", "2", "--use-dynamic-base-id", "--log-level", "error"])
+        h = {"x-ai-eg-model": "bench-model"}
+        wait_http("http://127.0.0.1:18090/v1/chat/completions", h, BODY)
+        results.append(measure("bare Envoy (static route)", 18090, "/v1/chat/completions", h, {"envoy": bare.pid}))
+        bare.terminate()
+        bare.wait()
+
+        # 2. Envoy + ai-extproc, as `make run` configures it (Unix socket, usage extraction on).
+        sock = os.path.join(tmp, "p.sock")
+        workers = os.environ.get("BENCH_WORKERS")
+        wargs = ["--workers", workers] if workers else []
+        proc = start([BIN, "--log", "warn", *wargs, "serve", "bench/gateway.yaml", "--listen", f"unix:{sock}",
+                      "--admin", "127.0.0.1:19092", "--reload-interval", "0s"])
+        cfg = os.path.join(tmp, "envoy.yaml")
+        subprocess.run([BIN, "envoy-config", "bench/gateway.yaml", "--processor-address", f"unix:{sock}",
+                        "--listen-address", "127.0.0.1:18091", "--admin-address", "127.0.0.1:19902",
+                        "--access-log", "/dev/null", "-o", cfg], check=True)
+        envoy = start([ENVOY, "-c", cfg, "--concurrency", "2", "--use-dynamic-base-id", "--log-level", "error"])
+        wait_http("http://127.0.0.1:18091/v1/chat/completions", {"content-type": "application/json"}, BODY)
+        r = measure("Envoy + ai-extproc", 18091, "/v1/chat/completions", {}, {"envoy": envoy.pid, "ai-extproc": proc.pid})
+        results.append(r)
+        envoy.terminate()
+        envoy.wait()
+        proc.terminate()
+        proc.wait()
+
+        # 3. LiteLLM proxy, one worker.
+        if os.path.exists(LITELLM) and not os.environ.get("BENCH_SKIP_LITELLM"):
+            key = "sk-" + os.urandom(32).hex()
+            env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR",
+                   "LITELLM_MASTER_KEY": key}
+            auth = {"authorization": f"Bearer {key}"}
+            lite = start([LITELLM, "--config", "bench/litellm.yaml", "--host", "127.0.0.1", "--port", "18092",
+                          "--num_workers", "1"], env=env)
+            wait_http("http://127.0.0.1:18092/v1/chat/completions", {"content-type": "application/json", **auth}, BODY, timeout=120)
+            results.append(measure("LiteLLM proxy (1 worker)", 18092, "/v1/chat/completions", auth, {"litellm": lite.pid}))
+            lite.terminate()
+        else:
+            print("LiteLLM not installed (make bench installs it in .venv-bench); skipped", file=sys.stderr)
+        streams = concurrent_streams(tmp) if not os.environ.get("BENCH_SKIP_STREAMS") else {"completed": 0, "rss_idle": 0.0, "rss_peak": 0.0}
+    finally:
+        stop_all()
+    report(results, direct_ttfb, direct_gap, streams)
+
+
+def concurrent_streams(tmp):
+    """ai-extproc's RSS with 1,000 streams open at once (slow upstream: 20 events, 150 ms apart)."""
+    start([BIN, "upstream", "test", "--listen", "127.0.0.1:18001", "--stream-events", "20", "--stream-interval-ms", "150"])
+    wait_http("http://127.0.0.1:18001/health")
+    sock = os.path.join(tmp, "p2.sock")
+    cfg_yaml = os.path.join(tmp, "slow.yaml")
+    with open(os.path.join(ROOT, "bench/gateway.yaml")) as f:
+        open(cfg_yaml, "w").write(f.read().replace("port: 18000", "port: 18001"))
+    proc = start([BIN, "--log", "warn", "serve", cfg_yaml, "--listen", f"unix:{sock}", "--admin", "127.0.0.1:19093",
+                  "--reload-interval", "0s"])
+    cfg = os.path.join(tmp, "envoy2.yaml")
+    subprocess.run([BIN, "envoy-config", cfg_yaml, "--processor-address", f"unix:{sock}",
+                    "--listen-address", "127.0.0.1:18093", "--admin-address", "127.0.0.1:19903",
+                    "--access-log", "/dev/null", "-o", cfg], check=True)
+    envoy = start([ENVOY, "-c", cfg, "--concurrency", "2", "--use-dynamic-base-id", "--log-level", "error"])
+    wait_http("http://127.0.0.1:18093/v1/chat/completions", {"content-type": "application/json"}, BODY)
+    base = rss_mb(proc.pid)
+
+    async def run():
+        task = asyncio.ensure_future(open_streams(18093, "/v1/chat/completions", {}, 1000, 3))
+        peak = base
+        while not task.done():
+            peak = max(peak, rss_mb(proc.pid))
+            await asyncio.sleep(0.1)
+        return await task, peak
+    done, peak = asyncio.run(run())
+    envoy.terminate()
+    proc.terminate()
+    return {"completed": done, "rss_idle": base, "rss_peak": peak}
+
+
+def report(results, direct_ttfb, direct_gap, streams):
+    base = results[0]
+    lines = [
+        f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"{platform.system()} {platform.release()}; Envoy: `{subprocess.run([ENVOY, '--version'], capture_output=True, text=True).stdout.strip().split('version: ')[-1]}`; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; ~1 KB chat POST, {DURATION}s per load point, everything on loopback.",
+        "",
+        "| target | req/s @16 conn | ratio | p50 / p99 @1 conn (ms) | p50 / p99 @16 conn (ms) | CPU µs/req | peak RSS MB | stream TTFB (ms) | event gap (ms) | 9 MB vision (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        cpu = ", ".join(f"{k} {v:.0f}" for k, v in r["cpu_us"].items())
+        rss = ", ".join(f"{k} {v:.0f}" for k, v in r["rss"].items())
+        lines.append(
+            f"| {r['name']} | {r['r16']['rps']:.0f} | {r['r16']['rps'] / base['r16']['rps']:.2f}× | "
+            f"{r['r1']['p50']:.3f} / {r['r1']['p99']:.3f} | {r['r16']['p50']:.2f} / {r['r16']['p99']:.2f} | {cpu} | {rss} | "
+            f"{r['ttfb']:.2f} | {r['gap']:.2f} | {r['vision_ms']:.0f} |")
+    lines.append(f"| mock upstream direct | | | | | | | {direct_ttfb:.2f} | {direct_gap:.2f} (sent every {STREAM_INTERVAL_MS}) | |")
+    lines.append("")
+    ext = next((r for r in results if "ai-extproc" in r["name"]), None)
+    lite = next((r for r in results if "LiteLLM" in r["name"]), None)
+    if ext:
+        lines.append("Targets (from the issue), measured in this run:")
+        lines.append("")
+        checks = [
+            ("Envoy + ai-extproc ≥ 0.60× bare Envoy req/s", ext["r16"]["rps"] / base["r16"]["rps"], 0.60, ">="),
+            ("added p50 latency @1 conn ≤ 0.150 ms", ext["r1"]["p50"] - base["r1"]["p50"], 0.150, "<="),
+            ("added p99 latency @1 conn ≤ 0.300 ms", ext["r1"]["p99"] - base["r1"]["p99"], 0.300, "<="),
+            ("ai-extproc CPU ≤ 60 µs/request", ext["cpu_us"]["ai-extproc"], 60, "<="),
+            ("added stream TTFB ≤ 0.200 ms (vs bare Envoy)", ext["ttfb"] - base["ttfb"], 0.200, "<="),
+            ("ai-extproc RSS ≤ 50 MB with 1,000 streams open", streams["rss_peak"], 50, "<="),
+        ]
+        if lite:
+            checks.append(("≥ 30× LiteLLM req/s", ext["r16"]["rps"] / lite["r16"]["rps"], 30, ">="))
+            checks.append(("p99 @16 conn ≤ 1/30 of LiteLLM's", lite["r16"]["p99"] / ext["r16"]["p99"], 30, ">="))
+        for label, value, limit, op in checks:
+            ok = value >= limit if op == ">=" else value <= limit
+            lines.append(f"- {'met' if ok else 'NOT met'}: {label}: measured {value:.3f}")
+        lines.append(f"- 1,000 concurrent streams: {streams['completed']} completed; ai-extproc RSS {streams['rss_idle']:.1f} MB idle, {streams['rss_peak']:.1f} MB peak")
+        lines.append(f"- every event reached the client as sent: gateway gap {ext['gap']:.2f} ms vs upstream {direct_gap:.2f} ms, {ext['events']} events")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
+    path = os.path.join(ROOT, "bench/results", time.strftime("%Y-%m-%d-%H%M.md", time.gmtime()))
+    with open(path, "w") as f:
+        f.write("# Benchmark run\n\n" + text)
+    with open(os.path.join(ROOT, "bench/results/latest.md"), "w") as f:
+        f.write("# Benchmark run\n\n" + text)
+    print(f"saved {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
