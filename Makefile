@@ -50,9 +50,16 @@ lint:
 fmt:
 	cargo fmt --all
 
-## envoy-config: re-render the committed bootstrap in envoy/ from examples/
+## envoy-config: re-render the committed bootstraps in envoy/ from examples/ (a test checks they match)
+COMPOSE_ENVOY := --listen-address 0.0.0.0:8080 --admin-address 0.0.0.0:9901 --processor-address ai-extproc:50051 \
+	--backend-address envoy-ai-gateway-basic-testupstream=testupstream:8080 \
+	--system-ca-file /etc/ssl/certs/ca-certificates.crt
+FAKE_FIREWORKS := --backend-address envoy-ai-gateway-fireworks=fake-fireworks:8443 \
+	--backend-ca envoy-ai-gateway-fireworks=/certs/fake-fireworks-ca.pem
 envoy-config:
 	cargo run --quiet -- envoy-config $(CONFIG) --system-ca-file /etc/ssl/certs/ca-certificates.crt -o envoy/envoy.yaml
+	cargo run --quiet -- envoy-config $(CONFIG) $(COMPOSE_ENVOY) $(FAKE_FIREWORKS) -o envoy/compose-offline.yaml
+	cargo run --quiet -- envoy-config $(CONFIG) $(COMPOSE_ENVOY) -o envoy/compose-live.yaml
 
 ## check: validate the examples and print the route table
 check:

@@ -10,7 +10,7 @@ pub use crate::telemetry::LogFormat;
 
 use crate::app::{App, AppOptions};
 use crate::config::{self, CompileOptions, Config};
-use crate::envoy::{render_yaml, BackendOverride, EnvoyOptions, ProcessorAddress};
+use crate::envoy::{render_yaml, BackendOverride, EnvoyOptions, HostPort, ProcessorAddress};
 use crate::extproc::Listen;
 use crate::local::{LocalGateway, LocalOptions};
 use crate::upstreams::{self, FireworksOptions, TestOptions, UpstreamKind};
@@ -54,6 +54,12 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Run an offline upstream alone.
     Upstream(UpstreamArgs),
+    /// Exit 0 when TARGET is healthy (for container health checks): `http://...` answers 200,
+    /// `tcp://host:port` accepts a connection, `file:///path` exists.
+    Healthcheck {
+        /// What to check.
+        target: String,
+    },
 }
 
 /// Config files and secret overrides.
@@ -134,8 +140,9 @@ pub struct EnvoyArgs {
     /// Largest body Envoy buffers, in bytes (413 beyond).
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: u32,
-    /// Send Backend NAME's traffic to ADDR (like curl --resolve; SNI and Host keep the name).
-    #[arg(long = "backend-address", value_name = "NAME=IP:PORT", value_parser = parse_pair)]
+    /// Send Backend NAME's traffic to HOST:PORT, an IP or a DNS name (like curl --resolve; SNI,
+    /// certificate check and Host keep the Backend's name).
+    #[arg(long = "backend-address", value_name = "NAME=HOST:PORT", value_parser = parse_pair)]
     pub backend_address: Vec<(String, String)>,
     /// Trust the CA bundle FILE for Backend NAME instead of its BackendTLSPolicy's.
     #[arg(long = "backend-ca", value_name = "NAME=FILE", value_parser = parse_pair)]
@@ -261,7 +268,7 @@ impl EnvoyArgs {
             options.system_ca_file = f.clone();
         }
         for (backend, addr) in &self.backend_address {
-            let address: SocketAddr = addr
+            let address: HostPort = addr
                 .parse()
                 .map_err(|e| Failure(format!("--backend-address {backend}={addr}: {e}")))?;
             options.overrides.push(BackendOverride {
@@ -343,6 +350,7 @@ pub async fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Run(args) => run_local(*args).await,
         Command::Upstream(args) => run_upstream(args).await,
+        Command::Healthcheck { target } => healthcheck(&target).await,
     }
 }
 
@@ -457,6 +465,47 @@ async fn run_upstream(args: UpstreamArgs) -> Result<(), Failure> {
     }
     shutdown_signal().await;
     Ok(())
+}
+
+async fn healthcheck(target: &str) -> Result<(), Failure> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let timeout = Duration::from_secs(3);
+    if let Some(path) = target.strip_prefix("file://") {
+        return std::path::Path::new(path)
+            .exists()
+            .then_some(())
+            .ok_or_else(|| Failure(format!("{path} does not exist")));
+    }
+    if let Some(addr) = target.strip_prefix("tcp://") {
+        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await??;
+        return Ok(());
+    }
+    let rest = target
+        .strip_prefix("http://")
+        .ok_or_else(|| Failure(format!("{target:?}: expected http://, tcp:// or file://")))?;
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let check = async {
+        let mut s = tokio::net::TcpStream::connect(authority).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let reply = tokio::time::timeout(timeout, check).await??;
+    if reply.starts_with(b"HTTP/1.1 200") || reply.starts_with(b"HTTP/1.0 200") {
+        Ok(())
+    } else {
+        Err(Failure(format!(
+            "{target}: {}",
+            String::from_utf8_lossy(&reply[..reply.len().min(80)]).trim()
+        )))
+    }
 }
 
 /// Ctrl-C or SIGTERM.

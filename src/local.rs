@@ -373,7 +373,7 @@ async fn start_test_upstream(
     tracing::info!(%backend, addr = %up.addr, "backend served by the built-in test upstream");
     options.envoy_options.overrides.push(BackendOverride {
         backend: backend.to_string(),
-        address: Some(up.addr),
+        address: Some(up.addr.into()),
         ca_file: None,
     });
     Ok(up)
@@ -409,7 +409,7 @@ async fn start_fake(
     tracing::info!(%backend, addr = %up.addr, ca = %ca_file.display(), "backend served by the built-in fake Fireworks");
     options.envoy_options.overrides.push(BackendOverride {
         backend: backend.to_string(),
-        address: Some(up.addr),
+        address: Some(up.addr.into()),
         ca_file: Some(ca_file),
     });
     Ok(up)

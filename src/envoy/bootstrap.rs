@@ -29,8 +29,43 @@ pub enum ProcessorAddress {
 pub struct BackendOverride {
     /// Backend name (`name` or `namespace/name`).
     pub backend: String,
-    pub address: Option<SocketAddr>,
+    pub address: Option<HostPort>,
     pub ca_file: Option<PathBuf>,
+}
+
+/// An address by IP or DNS name (a compose service, say), with its port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl From<SocketAddr> for HostPort {
+    fn from(a: SocketAddr) -> Self {
+        Self {
+            host: a.ip().to_string(),
+            port: a.port(),
+        }
+    }
+}
+
+impl std::str::FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?}: expected host:port"))?;
+        let port = port.parse().map_err(|_| format!("{s:?}: bad port"))?;
+        let host = host.trim_matches(['[', ']']);
+        if host.is_empty() {
+            return Err(format!("{s:?}: empty host"));
+        }
+        Ok(Self {
+            host: host.to_string(),
+            port,
+        })
+    }
 }
 
 /// Rendering choices that are not in the CRDs.
@@ -342,8 +377,9 @@ fn override_for<'a>(cluster: &Cluster, options: &'a EnvoyOptions) -> Option<&'a 
 
 fn backend_cluster(cluster: &Cluster, options: &EnvoyOptions) -> Value {
     let over = override_for(cluster, options);
-    let (kind, host, port) = match (over.and_then(|o| o.address), &cluster.endpoint) {
-        (Some(addr), _) => ("STATIC", addr.ip().to_string(), addr.port()),
+    let (kind, host, port) = match (over.and_then(|o| o.address.clone()), &cluster.endpoint) {
+        (Some(a), _) if a.host.parse::<std::net::IpAddr>().is_ok() => ("STATIC", a.host, a.port),
+        (Some(a), _) => ("LOGICAL_DNS", a.host, a.port),
         (None, Endpoint::Fqdn { hostname, port }) => ("LOGICAL_DNS", hostname.clone(), *port),
         (None, Endpoint::Ip { address, port }) => ("STATIC", address.clone(), *port),
     };

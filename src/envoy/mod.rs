@@ -3,4 +3,6 @@
 
 mod bootstrap;
 
-pub use bootstrap::{render, render_yaml, BackendOverride, EnvoyOptions, ProcessorAddress};
+pub use bootstrap::{
+    render, render_yaml, BackendOverride, EnvoyOptions, HostPort, ProcessorAddress,
+};

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod deploy;
 mod envoy_config;
 mod grpc_fixtures;
 mod guide;

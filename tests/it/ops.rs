@@ -465,7 +465,7 @@ impl Stack {
             access_log: dir.path().join("access.log").display().to_string(),
             overrides: vec![BackendOverride {
                 backend: "envoy-ai-gateway-fireworks".into(),
-                address: Some(fake.addr),
+                address: Some(fake.addr.into()),
                 ca_file: Some(ca),
             }],
             ..EnvoyOptions::default()
