@@ -7,6 +7,7 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
 COPY src src
 COPY tests tests
+COPY benches benches
 RUN cargo build --release --locked --bin ai-extproc
 
 FROM debian:bookworm-slim
