@@ -1,6 +1,7 @@
 //! The processor's own per-request work, in isolation: request parsing + in-place model
 //! rewrite, SSE reading, usage extraction. Throughput is per byte of body, so a regression in
 //! the hot path shows as ns/KB, independent of the gRPC and Envoy costs `make bench` measures.
+#![allow(clippy::unwrap_used)]
 
 use std::hint::black_box;
 use std::time::Instant;
