@@ -178,6 +178,7 @@ fn listener(config: &Config, options: &EnvoyOptions) -> Value {
                 // Generations and streams run for minutes.
                 "stream_idle_timeout": "300s",
                 "access_log": [access_log(config, options)],
+                "local_reply_config": local_reply(options),
                 "http_filters": [ext_proc_filter(options), {
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
@@ -189,6 +190,29 @@ fn listener(config: &Config, options: &EnvoyOptions) -> Value {
             }
         }]}]
     })
+}
+
+/// Envoy's own 413 (a body over the buffer limit) in OpenAI's error shape, not plain text.
+fn local_reply(options: &EnvoyOptions) -> Value {
+    let message = format!(
+        "The request body is larger than this gateway accepts ({} bytes).",
+        options.max_body_bytes
+    );
+    json!({"mappers": [{
+        "filter": {"status_code_filter": {"comparison": {
+            "op": "EQ",
+            "value": {"default_value": 413, "runtime_key": "ai_gateway.local_reply.413"}
+        }}},
+        "body_format_override": {
+            "json_format": {"error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": null,
+                "code": "request_too_large"
+            }},
+            "content_type": "application/json"
+        }
+    }]})
 }
 
 fn ext_proc_filter(options: &EnvoyOptions) -> Value {

@@ -22,6 +22,10 @@ pub enum ClientError {
     MissingBody,
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
+    #[error("Content-Encoding {0:?} is not supported for request bodies; send identity, gzip, deflate or br.")]
+    UnsupportedEncoding(String),
+    #[error("The request body could not be decoded: {0}.")]
+    BadEncoding(String),
 }
 
 /// A processor failure: the protocol with Envoy went wrong.
@@ -58,6 +62,15 @@ impl ClientError {
                 Some("model"),
                 Some("model_not_found"),
             ),
+            ClientError::UnsupportedEncoding(_) => (
+                415,
+                "invalid_request_error",
+                None,
+                Some("unsupported_encoding"),
+            ),
+            ClientError::BadEncoding(_) => {
+                (400, "invalid_request_error", None, Some("bad_encoding"))
+            }
         };
         let mut response =
             Immediate::json(status, ErrorBody::new(message, kind, param, code).to_json());

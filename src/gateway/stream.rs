@@ -8,7 +8,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::config::{Config, MODEL_HEADER};
 use crate::llm::{
-    apply_edits, include_usage_edit, model_edit, models_body, parse_request, Endpoint,
+    apply_edits, decode_all, include_usage_edit, model_edit, models_body, parse_request,
+    DecodeError, Endpoint,
 };
 
 use super::error::{ClientError, StreamError};
@@ -178,6 +179,20 @@ impl Stream {
         headers: &Headers,
         body: &[u8],
     ) -> Result<(Continue, Routed), ClientError> {
+        // A compressed body is read (and forwarded) decoded: providers take plain JSON.
+        let encoding = headers
+            .get("content-encoding")
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let decoded = match encoding.as_str() {
+            "" | "identity" => None,
+            _ => Some(decode_all(&encoding, body).map_err(|e| match e {
+                DecodeError::Unsupported(enc) => ClientError::UnsupportedEncoding(enc),
+                other => ClientError::BadEncoding(other.to_string()),
+            })?),
+        };
+        let body = decoded.as_deref().unwrap_or(body);
         let info = parse_request(endpoint, body)?;
         let config = &self.config;
         let selection = select(config, headers, &info.model, random_pick)
@@ -214,7 +229,16 @@ impl Stream {
         if info.stream && streams_usage && !route.costs.is_empty() {
             edits.extend(include_usage_edit(body, &info));
         }
-        if !edits.is_empty() {
+        if decoded.is_some() {
+            reply.remove_headers.push("content-encoding".into());
+        }
+        // Internal headers are the processor's alone: drop any other x-ai-eg-* the client sent.
+        for (name, _) in headers.iter() {
+            if name.starts_with("x-ai-eg-") && name != MODEL_HEADER && name != BACKEND_HEADER {
+                reply.remove_headers.push(name.to_string());
+            }
+        }
+        if !edits.is_empty() || decoded.is_some() {
             let new_body = apply_edits(body, edits);
             reply
                 .set_headers
@@ -263,8 +287,9 @@ impl Stream {
     ) -> Result<Reply, StreamError> {
         let mut routed = match std::mem::replace(&mut self.phase, Phase::Done) {
             Phase::ResponseHeaders(routed) => routed,
-            // A local reply (no route, say) still passes through the response phases.
-            Phase::RequestHeaders | Phase::Done => {
+            // A local reply (no route, or Envoy's 413 while it buffered the request body) still
+            // passes through the response phases.
+            Phase::RequestHeaders | Phase::RequestBody { .. } | Phase::Done => {
                 return Ok(Reply::Continue(Continue {
                     response_body_mode: Some(BodyMode::None),
                     ..Continue::default()

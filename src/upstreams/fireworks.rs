@@ -119,7 +119,8 @@ const EMBEDDING_FIELDS: &[&str] = &[
 ];
 
 /// Test-only request header that makes the fake fail the way providers (or what stands in
-/// front of them) do: `429`, `503` (Fireworks' JSON envelope), `500` (a proxy's plain text).
+/// front of them) do: `429`, `503` (Fireworks' JSON envelope), `500` (a proxy's plain text),
+/// `sse-malformed` (a 100-event stream with a broken event in the middle, usage at the end).
 pub const FAULT_HEADER: &str = "x-fake-fireworks-fault";
 
 fn fault_response(fault: &str, request_id: &str) -> http::Response<Body> {
@@ -134,10 +135,26 @@ fn fault_response(fault: &str, request_id: &str) -> http::Response<Body> {
         )
     };
     match fault {
+        "sse-malformed" => malformed_stream(),
         "429" => envelope(429, "rate limit exceeded, please try again later"),
         "503" => envelope(503, "The server is overloaded, please try again later"),
         _ => bytes_response(500, "text/plain", b"Internal Server Error\n".to_vec(), &[]),
     }
+}
+
+fn malformed_stream() -> http::Response<Body> {
+    let mut events: Vec<String> = (0..100)
+        .map(|i| {
+            if i == 50 {
+                "data: {\"choices\":[{\"delta\":{\"content\":\"broken\"}\n\n".to_string()
+            } else {
+                format!("data: {{\"model\":\"accounts/fireworks/models/qwen3-vl-235b-a22b-instruct\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"w{i} \"}}}}]}}\n\n")
+            }
+        })
+        .collect();
+    events.push("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":99,\"total_tokens\":106}}\n\n".into());
+    events.push("data: [DONE]\n\n".into());
+    sse_response(events, Duration::ZERO, &[])
 }
 
 /// Answers one request.

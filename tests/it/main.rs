@@ -15,6 +15,7 @@ mod deploy;
 mod envoy_config;
 mod grpc_fixtures;
 mod guide;
+mod hardening;
 mod harness;
 mod ops;
 mod usage;

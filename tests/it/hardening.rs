@@ -1,0 +1,403 @@
+//! Bad input through real Envoy + ai-extproc: each case's status and OpenAI-style error, and
+//! that nothing a client sends can pick a backend, leak into the provider, or pass unchecked.
+
+use std::io::Write;
+
+use ai_extproc::upstreams::FAKE_FIREWORKS_FAULT_HEADER as FAULT;
+use serde_json::Value;
+
+use crate::harness::{Gateway, GUIDE_KEY};
+
+struct Case {
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    status: u16,
+    /// The error's `code` or `param` to find, for errors.
+    expect: Option<&'static str>,
+}
+
+fn chat(body: &str) -> Vec<u8> {
+    body.as_bytes().to_vec()
+}
+
+fn case(
+    name: &'static str,
+    path: &'static str,
+    body: Vec<u8>,
+    status: u16,
+    expect: Option<&'static str>,
+) -> Case {
+    Case {
+        name,
+        method: "POST",
+        path,
+        headers: vec![("content-type", "application/json".into())],
+        body,
+        status,
+        expect,
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn cases() -> Vec<Case> {
+    const C: &str = "/v1/chat/completions";
+    const E: &str = "/v1/embeddings";
+    const P: &str = "/v1/completions";
+    let ok = r#"{"model":"qwen-instruct","messages":[{"role":"user","content":"Hello!"}]}"#;
+    let deep = format!(
+        r#"{{"model":"qwen-instruct","messages":{}{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let long_model = format!(r#"{{"model":"{}","messages":[{{}}]}}"#, "m".repeat(10_000));
+    let too_big = format!(
+        r#"{{"model":"qwen-instruct","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(17 * 1024 * 1024)
+    );
+    let vision = format!(
+        r#"{{"model":"qwen-thinking","messages":[{{"role":"user","content":[{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{}"}}}}]}}]}}"#,
+        "A".repeat(9 * 1024 * 1024)
+    );
+    let mut v = vec![
+        case("not JSON", C, chat("hello"), 400, None),
+        case(
+            "truncated JSON",
+            C,
+            chat(r#"{"model":"qwen-instruct","messages":[{"#),
+            400,
+            None,
+        ),
+        case("JSON array", C, chat(r#"["qwen-instruct"]"#), 400, None),
+        case("JSON string", C, chat(r#""qwen-instruct""#), 400, None),
+        case("JSON number", C, chat("42"), 400, None),
+        case(
+            "model missing",
+            C,
+            chat(r#"{"messages":[{}]}"#),
+            400,
+            Some("model"),
+        ),
+        case(
+            "model null",
+            C,
+            chat(r#"{"model":null,"messages":[{}]}"#),
+            400,
+            Some("model"),
+        ),
+        case(
+            "model a number",
+            C,
+            chat(r#"{"model":7,"messages":[{}]}"#),
+            400,
+            Some("model"),
+        ),
+        case(
+            "model empty",
+            C,
+            chat(r#"{"model":"","messages":[{}]}"#),
+            400,
+            Some("model"),
+        ),
+        case(
+            "model 10 KB long",
+            C,
+            long_model.into_bytes(),
+            400,
+            Some("model"),
+        ),
+        case(
+            "model with a newline",
+            C,
+            chat(r#"{"model":"qwen\ninstruct","messages":[{}]}"#),
+            400,
+            Some("model"),
+        ),
+        case(
+            "messages missing",
+            C,
+            chat(r#"{"model":"qwen-instruct"}"#),
+            400,
+            Some("messages"),
+        ),
+        case(
+            "messages a string",
+            C,
+            chat(r#"{"model":"qwen-instruct","messages":"hi"}"#),
+            400,
+            Some("messages"),
+        ),
+        case(
+            "messages empty",
+            C,
+            chat(r#"{"model":"qwen-instruct","messages":[]}"#),
+            400,
+            Some("messages"),
+        ),
+        case(
+            "embeddings input missing",
+            E,
+            chat(r#"{"model":"qwen-embed"}"#),
+            400,
+            Some("input"),
+        ),
+        case(
+            "embeddings input a number",
+            E,
+            chat(r#"{"model":"qwen-embed","input":3}"#),
+            400,
+            Some("input"),
+        ),
+        case(
+            "completions prompt missing",
+            P,
+            chat(r#"{"model":"qwen-instruct"}"#),
+            400,
+            Some("prompt"),
+        ),
+        case(
+            "completions prompt an object",
+            P,
+            chat(r#"{"model":"qwen-instruct","prompt":{}}"#),
+            400,
+            Some("prompt"),
+        ),
+        case(
+            "stream not a boolean",
+            C,
+            chat(r#"{"model":"qwen-instruct","stream":"yes","messages":[{}]}"#),
+            400,
+            Some("stream"),
+        ),
+        case(
+            "invalid UTF-8",
+            C,
+            b"{\"model\":\"qwen-\xff\",\"messages\":[{}]}".to_vec(),
+            400,
+            None,
+        ),
+        case("10,000-deep nesting", C, deep.into_bytes(), 400, None),
+        case(
+            "duplicate model keys",
+            C,
+            chat(r#"{"model":"qwen-instruct","model":"gpt-5","messages":[{}]}"#),
+            400,
+            None,
+        ),
+        case(
+            "body over the limit",
+            C,
+            too_big.into_bytes(),
+            413,
+            Some("request_too_large"),
+        ),
+        case("9 MB vision body", C, vision.into_bytes(), 200, None),
+        case(
+            "unknown model",
+            C,
+            chat(r#"{"model":"no-such-model","messages":[{}]}"#),
+            404,
+            Some("model_not_found"),
+        ),
+        case(
+            "unknown path",
+            "/v1/responses",
+            chat(ok),
+            404,
+            Some("unknown_url"),
+        ),
+        case(
+            "POST on /v1/models",
+            "/v1/models",
+            chat(ok),
+            405,
+            Some("method_not_allowed"),
+        ),
+        case("no body", C, Vec::new(), 400, Some("missing_body")),
+    ];
+    let mut gz = case(
+        "gzip request body (decoded)",
+        C,
+        gzip(ok.as_bytes()),
+        200,
+        None,
+    );
+    gz.headers.push(("content-encoding", "gzip".into()));
+    v.push(gz);
+    let mut zstd = case(
+        "unsupported content-encoding",
+        C,
+        chat(ok),
+        415,
+        Some("unsupported_encoding"),
+    );
+    zstd.headers.push(("content-encoding", "zstd".into()));
+    v.push(zstd);
+    let mut corrupt = case("corrupt gzip body", C, chat(ok), 400, Some("bad_encoding"));
+    corrupt.headers.push(("content-encoding", "gzip".into()));
+    v.push(corrupt);
+    let mut no_ct = case("no content-type (JSON accepted)", C, chat(ok), 200, None);
+    no_ct.headers.clear();
+    v.push(no_ct);
+    let mut text_ct = case(
+        "text/plain content-type (JSON accepted)",
+        C,
+        chat(ok),
+        200,
+        None,
+    );
+    text_ct.headers = vec![("content-type", "text/plain".into())];
+    v.push(text_ct);
+    let mut get = case(
+        "GET on a POST endpoint",
+        C,
+        Vec::new(),
+        405,
+        Some("method_not_allowed"),
+    );
+    get.method = "GET";
+    v.push(get);
+    v
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors() {
+    let gw = Gateway::start().await;
+    let cases = cases();
+    assert!(cases.len() >= 30);
+    let mut failures = Vec::new();
+    for c in &cases {
+        let mut req = gw
+            .http
+            .request(c.method.parse().unwrap(), format!("{}{}", gw.base, c.path))
+            .body(c.body.clone());
+        for (n, v) in &c.headers {
+            req = req.header(*n, v);
+        }
+        let before = gw.fireworks().len();
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or("").to_string())
+            .unwrap_or_default();
+        let text = r.text().await.unwrap();
+        let mut problem = None;
+        if status != c.status {
+            problem = Some(format!("status {status}, want {}", c.status));
+        } else if c.status >= 400 {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let err = &v["error"];
+            if !ct.starts_with("application/json")
+                || !err["message"].is_string()
+                || !err["type"].is_string()
+            {
+                problem = Some(format!(
+                    "not an OpenAI error ({ct}): {}",
+                    &text[..text.len().min(200)]
+                ));
+            } else if let Some(want) = c.expect {
+                if err["code"] != want && err["param"] != want {
+                    problem = Some(format!("error names neither code nor param {want:?}: {v}"));
+                }
+            }
+            if gw.fireworks().len() != before {
+                problem = Some("a refused request reached the provider".into());
+            }
+        }
+        if let Some(p) = problem {
+            failures.push(format!("{}: {p}", c.name));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+
+    // The gzip case reached the provider decoded, with the override applied.
+    let decoded = gw.fireworks().all().into_iter().find(|r| {
+        r.header("content-encoding").is_none()
+            && r.json()
+                .is_some_and(|v| v["messages"][0]["content"] == "Hello!")
+    });
+    assert!(decoded.is_some());
+}
+
+#[tokio::test]
+async fn client_headers_cannot_steer_or_leak() {
+    let gw = Gateway::start().await;
+    let body = r#"{"model":"qwen-instruct","messages":[{"role":"user","content":"Hello!"}]}"#;
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            body,
+            &[
+                ("x-ai-eg-model", "some-cool-self-hosted-model"),
+                (
+                    "x-ai-eg-backend",
+                    "default/envoy-ai-gateway-basic-testupstream",
+                ),
+                ("x-ai-eg-original-path", "/evil"),
+                ("authorization", "Bearer sk-client-secret"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        gw.test_upstream().is_empty(),
+        "spoofed headers picked a backend"
+    );
+    let seen = gw.fireworks().last().unwrap();
+    assert_eq!(
+        seen.header("x-ai-eg-model"),
+        Some("qwen-instruct"),
+        "the body wins"
+    );
+    assert_eq!(seen.header("x-ai-eg-backend"), None);
+    assert_eq!(
+        seen.header("x-ai-eg-original-path"),
+        None,
+        "internal headers are stripped"
+    );
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {GUIDE_KEY}").as_str())
+    );
+    assert!(!seen
+        .headers
+        .iter()
+        .any(|(_, v)| v.contains("sk-client-secret")));
+}
+
+#[tokio::test]
+async fn a_malformed_event_in_a_long_stream_passes_and_usage_is_still_read() {
+    let gw = Gateway::start().await;
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            r#"{"model":"qwen-instruct","stream":true,"messages":[{"role":"user","content":"Hello!"}]}"#,
+            &[(FAULT, "sse-malformed")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.text.matches("data: ").count(),
+        102,
+        "every event passes, the broken one too"
+    );
+    assert!(r.text.contains("\"broken\""));
+    let entries = gw.access_log_entries(1).await;
+    assert_eq!(entries[0]["total_tokens"], 106);
+    assert_eq!(entries[0]["completion_tokens"], 99);
+}
