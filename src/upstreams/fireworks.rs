@@ -8,7 +8,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use super::record::Recorded;
-use super::server::{bytes_response, json_response, sse_response, Body};
+use super::server::{bytes_response, json_response, sse_response, sse_response_then, Body};
 
 const PREFIX: &str = "/inference/v1";
 const CREATED: i64 = 1_768_319_392;
@@ -120,7 +120,8 @@ const EMBEDDING_FIELDS: &[&str] = &[
 
 /// Test-only request header that makes the fake fail the way providers (or what stands in
 /// front of them) do: `429`, `503` (Fireworks' JSON envelope), `500` (a proxy's plain text),
-/// `sse-malformed` (a 100-event stream with a broken event in the middle, usage at the end).
+/// `sse-malformed` (a 100-event stream with a broken event in the middle, usage at the end),
+/// `reset` (a stream cut mid-way, after usage so far), `hang` (no answer at all).
 pub const FAULT_HEADER: &str = "x-fake-fireworks-fault";
 
 fn fault_response(fault: &str, request_id: &str) -> http::Response<Body> {
@@ -136,10 +137,24 @@ fn fault_response(fault: &str, request_id: &str) -> http::Response<Body> {
     };
     match fault {
         "sse-malformed" => malformed_stream(),
+        "reset" => reset_stream(),
         "429" => envelope(429, "rate limit exceeded, please try again later"),
         "503" => envelope(503, "The server is overloaded, please try again later"),
         _ => bytes_response(500, "text/plain", b"Internal Server Error\n".to_vec(), &[]),
     }
+}
+
+fn reset_stream() -> http::Response<Body> {
+    let chunk = |content: &str, usage: &str| {
+        format!("data: {{\"model\":\"accounts/fireworks/models/qwen3-vl-235b-a22b-instruct\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{content}\"}}}}],\"usage\":{usage}}}\n\n")
+    };
+    let events = vec![
+        chunk("Hel", "null"),
+        chunk("lo", r#"{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}"#),
+        chunk(" wor", "null"),
+    ];
+    let cut = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "fault: reset mid-stream");
+    sse_response_then(events, Duration::from_millis(20), Some(cut), &[])
 }
 
 fn malformed_stream() -> http::Response<Body> {
@@ -158,7 +173,15 @@ fn malformed_stream() -> http::Response<Body> {
 }
 
 /// Answers one request.
-pub fn handle(req: &Recorded, options: &FireworksOptions) -> http::Response<Body> {
+pub async fn handle(req: &Recorded, options: &FireworksOptions) -> http::Response<Body> {
+    if req.header(FAULT_HEADER) == Some("hang") {
+        // Never answer; the caller's timeout decides.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    respond(req, options)
+}
+
+fn respond(req: &Recorded, options: &FireworksOptions) -> http::Response<Body> {
     let path = req.path.split('?').next().unwrap_or("");
     let Some(endpoint) = path.strip_prefix(PREFIX) else {
         return json_response(

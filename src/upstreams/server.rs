@@ -21,7 +21,8 @@ use super::testupstream::{self, TestOptions};
 use super::tls::TestCa;
 
 /// Response body type of the upstreams.
-pub type Body = BoxBody<Bytes, Infallible>;
+/// Response body type of the upstreams (a body error resets the stream: a fault to inject).
+pub type Body = BoxBody<Bytes, std::io::Error>;
 
 /// Which upstream to run.
 #[derive(Debug, Clone)]
@@ -154,7 +155,7 @@ async fn handle(
     rec.push(recorded.clone());
     match kind {
         UpstreamKind::Test(options) => testupstream::handle(&recorded, options),
-        UpstreamKind::Fireworks(options) => fireworks::handle(&recorded, options),
+        UpstreamKind::Fireworks(options) => fireworks::handle(&recorded, options).await,
     }
 }
 
@@ -164,20 +165,33 @@ pub fn sse_response(
     interval: std::time::Duration,
     extra: &[(&str, String)],
 ) -> Response<Body> {
+    sse_response_then(events, interval, None, extra)
+}
+
+/// An event stream that, after its events, fails with `error` (the connection is reset).
+pub fn sse_response_then(
+    events: Vec<String>,
+    interval: std::time::Duration,
+    error: Option<std::io::Error>,
+    extra: &[(&str, String)],
+) -> Response<Body> {
     use tokio_stream::StreamExt;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
         for (i, e) in events.into_iter().enumerate() {
             if i > 0 && !interval.is_zero() {
                 tokio::time::sleep(interval).await;
             }
-            if tx.send(Bytes::from(e)).await.is_err() {
+            if tx.send(Ok(Bytes::from(e))).await.is_err() {
                 return;
             }
         }
+        if let Some(e) = error {
+            let _ = tx.send(Err(e)).await;
+        }
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
-        .map(|b| Ok::<_, Infallible>(hyper::body::Frame::data(b)));
+        .map(|b| b.map(hyper::body::Frame::data));
     let mut builder = Response::builder()
         .status(200)
         .header("content-type", "text/event-stream")
@@ -187,7 +201,7 @@ pub fn sse_response(
     }
     builder
         .body(http_body_util::StreamBody::new(stream).boxed())
-        .unwrap_or_else(|_| Response::new(http_body_util::Empty::new().boxed()))
+        .unwrap_or_else(|_| empty())
 }
 
 /// A complete JSON response.
@@ -218,6 +232,10 @@ pub fn bytes_response(
         builder = builder.header(*n, v.as_str());
     }
     builder
-        .body(http_body_util::Full::new(Bytes::from(body)).boxed())
-        .unwrap_or_else(|_| Response::new(http_body_util::Empty::new().boxed()))
+        .body(http_body_util::Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
+        .unwrap_or_else(|_| empty())
+}
+
+fn empty() -> Response<Body> {
+    Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed())
 }

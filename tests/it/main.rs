@@ -13,10 +13,12 @@
 mod cli;
 mod deploy;
 mod envoy_config;
+mod faults;
 mod grpc_fixtures;
 mod guide;
 mod hardening;
 mod harness;
 mod ops;
+mod soak;
 mod usage;
 mod usage_golden;

@@ -16,7 +16,7 @@ use tonic_health::pb::HealthCheckRequest;
 use crate::harness::{envoy_bin, examples, free_port, root, Gateway, Setup, GUIDE_KEY};
 
 /// `name{labels} value` lines of a Prometheus exposition whose name and labels contain all of `parts`.
-fn metric_values(text: &str, name: &str, parts: &[&str]) -> Vec<f64> {
+pub(crate) fn metric_values(text: &str, name: &str, parts: &[&str]) -> Vec<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.split(['{', ' ']).next() == Some(name))
@@ -179,15 +179,19 @@ async fn reload_under_load_applies_good_changes_and_rejects_bad_ones() {
     );
 }
 
-struct Serve {
-    child: tokio::process::Child,
-    grpc: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
+pub(crate) struct Serve {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) grpc: std::net::SocketAddr,
+    pub(crate) admin: std::net::SocketAddr,
     stderr: Arc<std::sync::Mutex<String>>,
 }
 
-async fn start_serve(secret: &str, extra: &[&str]) -> Serve {
-    let grpc = free_port();
+pub(crate) async fn start_serve(secret: &str, extra: &[&str]) -> Serve {
+    start_serve_on(free_port(), secret, extra).await
+}
+
+/// `ai-extproc serve` on a given gRPC address (to restart it where Envoy expects it).
+pub(crate) async fn start_serve_on(grpc: std::net::SocketAddr, secret: &str, extra: &[&str]) -> Serve {
     let admin = free_port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ai-extproc"))
         .current_dir(root())
@@ -418,7 +422,7 @@ async fn serve_health_metrics_logs_and_graceful_drain() {
     assert!(!logs.contains(GUIDE_KEY));
 }
 
-async fn wait_for_async<F, Fut>(what: &str, mut cond: F)
+pub(crate) async fn wait_for_async<F, Fut>(what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -433,19 +437,24 @@ where
 }
 
 /// Envoy in front of a separately running processor, with the fake Fireworks.
-struct Stack {
-    base: String,
-    fake: upstreams::Upstream,
+pub(crate) struct Stack {
+    pub(crate) base: String,
+    pub(crate) fake: upstreams::Upstream,
     _envoy: tokio::process::Child,
     _dir: tempfile::TempDir,
 }
 
 impl Stack {
-    async fn start(serve: &Serve, secret: &str) -> Self {
+    pub(crate) async fn start(serve: &Serve, secret: &str) -> Self {
+        Self::start_with(serve, secret, Duration::from_millis(100)).await
+    }
+
+    /// With the fake streaming events `interval` apart.
+    pub(crate) async fn start_with(serve: &Serve, secret: &str, interval: Duration) -> Self {
         let fake = upstreams::spawn(
             UpstreamKind::Fireworks(FireworksOptions {
                 api_key: secret.into(),
-                stream_interval: Duration::from_millis(100),
+                stream_interval: interval,
             }),
             "127.0.0.1:0".parse().unwrap(),
         )

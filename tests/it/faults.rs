@@ -1,0 +1,115 @@
+//! Faults, bounded and on loopback: the processor killed under load, an upstream that resets
+//! mid-stream or hangs. Clients get a clear status quickly, the processor's stream state is
+//! cleaned up, and usage already seen is recorded.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ai_extproc::upstreams::FAKE_FIREWORKS_FAULT_HEADER as FAULT;
+
+use crate::harness::{root, Gateway, Setup};
+use crate::ops::{metric_values, start_serve, start_serve_on, wait_for_async, Stack};
+
+const CHAT: &str = r#"{"model":"qwen-instruct","messages":[{"role":"user","content":"Hello!"}]}"#;
+
+async fn streams_active(gw: &Gateway) -> f64 {
+    let text = gw.http.get(gw.admin_base() + "/metrics").send().await.unwrap().text().await.unwrap();
+    metric_values(&text, "ai_extproc_streams_active", &[])[0]
+}
+
+#[tokio::test]
+async fn upstream_reset_mid_stream_records_the_usage_seen() {
+    let gw = Gateway::start().await;
+    let mut records = gw.inner.usage.subscribe(16);
+    let resp = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.base))
+        .header(FAULT, "reset")
+        .body(r#"{"model":"qwen-instruct","stream":true,"messages":[{"role":"user","content":"Hello!"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the stream had started");
+    let body = resp.text().await;
+    // The client sees the stream end abnormally, never a completed one.
+    assert!(body.is_err() || !body.as_ref().unwrap().contains("[DONE]"), "{body:?}");
+    let rec = tokio::time::timeout(Duration::from_secs(5), records.recv()).await.unwrap().unwrap();
+    assert!(rec.usage_seen, "usage seen before the reset is recorded");
+    assert_eq!((rec.input_tokens, rec.output_tokens, rec.total_tokens), (7, 2, 9));
+    wait_for_async("stream state cleaned up", || async { streams_active(&gw).await == 0.0 }).await;
+}
+
+#[tokio::test]
+async fn upstream_that_hangs_gets_a_timeout_in_openai_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = std::fs::read_to_string(root().join("examples/fireworks.yaml")).unwrap();
+    let with_timeout = yaml.replace(
+        "          modelNameOverride: accounts/fireworks/models/qwen3-vl-235b-a22b-instruct\n",
+        "          modelNameOverride: accounts/fireworks/models/qwen3-vl-235b-a22b-instruct\n      timeouts:\n        request: 2s\n",
+    );
+    assert_ne!(yaml, with_timeout);
+    let file = dir.path().join("fireworks.yaml");
+    std::fs::write(&file, with_timeout).unwrap();
+    let gw = Gateway::start_with(Setup {
+        config: vec![root().join("examples/basic.yaml"), file],
+        ..Setup::default()
+    })
+    .await;
+    let started = Instant::now();
+    let r = gw.post("/v1/chat/completions", CHAT, &[(FAULT, "hang")]).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 504);
+    assert!(took < Duration::from_secs(10), "bounded by the rule's timeout: {took:?}");
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "upstream_error", "{v}");
+    wait_for_async("stream state cleaned up", || async { streams_active(&gw).await == 0.0 }).await;
+}
+
+#[tokio::test]
+async fn processor_killed_under_load_fails_fast_and_recovers() {
+    let secret = "fw_fault_key";
+    let mut serve = start_serve(secret, &[]).await;
+    let grpc = serve.grpc;
+    let stack = Stack::start(&serve, secret).await;
+    let url = format!("{}/v1/chat/completions", stack.base);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let (url, stop) = (url.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let status = http.post(&url).body(CHAT).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+                seen.push((status, t.elapsed()));
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    serve.child.start_kill().unwrap();
+    serve.child.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut serve = start_serve_on(grpc, secret, &[]).await;
+    let http = reqwest::Client::new();
+    wait_for_async("traffic recovers", || async {
+        http.post(&url).body(CHAT).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut statuses = Vec::new();
+    for w in workers {
+        statuses.extend(w.await.unwrap());
+    }
+    let failures: Vec<_> = statuses.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(!failures.is_empty(), "the outage was not noticed");
+    assert!(failures.iter().all(|(s, _)| *s == 500), "failures are Envoy's 500 (fail closed): {failures:?}");
+    let slowest = statuses.iter().map(|(_, t)| *t).max().unwrap();
+    assert!(slowest < Duration::from_secs(2), "a request waited {slowest:?} during the outage");
+    assert_eq!(statuses.last().unwrap().0, 200, "traffic recovered");
+    serve.child.start_kill().unwrap();
+}
