@@ -8,7 +8,7 @@ BIN           := target/release/ai-extproc
 CONFIG        := examples/basic.yaml examples/fireworks.yaml
 SECRET_ENV    := --secret-env envoy-ai-gateway-fireworks-apikey=FIREWORKS_API_KEY
 
-.PHONY: run test envoy build lint fmt envoy-config check clean bench bench-deps fuzz
+.PHONY: run test envoy build lint fmt envoy-config check clean bench bench-deps fuzz soak
 
 ## run: build, then start ai-extproc + Envoy on localhost:8080 (offline fake Fireworks unless FIREWORKS_API_KEY is set)
 run: envoy build
@@ -32,6 +32,11 @@ bench: envoy build bench-deps
 bench-deps:
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	@[ -x .venv-bench/bin/litellm ] || (python3 -m venv .venv-bench && .venv-bench/bin/pip install --quiet 'litellm[proxy]')
+
+## soak: 10 minutes of mixed traffic with RSS sampled (make test runs a 60-second version)
+SOAK_SECONDS ?= 600
+soak: envoy
+	SOAK_SECONDS=$(SOAK_SECONDS) cargo test --test it soak -- --nocapture
 
 ## fuzz: a bounded run of every cargo-fuzz target (request body, SSE, usage, config), seeded from fuzz/corpus
 FUZZ_SECONDS ?= 30

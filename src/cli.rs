@@ -420,6 +420,8 @@ async fn run_local(args: RunArgs) -> Result<(), Failure> {
         envoy_args: Vec::new(),
         processor_admin: Some(args.ops.admin),
         reload_interval: args.ops.reload(),
+        // The processor runs as a child of this binary, restarted if it dies.
+        processor_binary: std::env::current_exe().ok(),
         user_header: Some(args.usage.user_header.to_ascii_lowercase()),
         usage_log: args.usage.usage_log.clone(),
     };

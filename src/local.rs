@@ -59,6 +59,9 @@ pub struct LocalOptions {
     pub usage_log: Option<PathBuf>,
     /// How often config files are checked for changes; none to not reload.
     pub reload_interval: Option<Duration>,
+    /// Run the processor as a child process of this binary (`serve`), restarted whenever it
+    /// exits, instead of inside this process.
+    pub processor_binary: Option<PathBuf>,
 }
 
 /// Why the local gateway did not start.
@@ -91,8 +94,12 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalError {
 pub struct LocalGateway {
     /// Client-facing address.
     pub listen: SocketAddr,
-    /// The processor.
-    pub app: App,
+    /// The processor, when it runs in this process.
+    pub app: Option<App>,
+    /// The processor's admin endpoint.
+    pub admin_addr: Option<SocketAddr>,
+    /// PID of the processor child process (child mode), as it is restarted.
+    pub processor_pid: watch::Receiver<Option<u32>>,
     /// The compiled config.
     pub config: ConfigHandle,
     /// The fake Fireworks, when started.
@@ -101,8 +108,8 @@ pub struct LocalGateway {
     pub test_upstream: Option<Upstream>,
     /// The rendered bootstrap.
     pub envoy_config: PathBuf,
-    /// Usage records of finished requests.
-    pub usage: UsageHub,
+    /// Usage records of finished requests (in-process mode).
+    pub usage: Option<UsageHub>,
     /// The processor's TCP address, when it listens on TCP.
     pub processor_addr: Option<SocketAddr>,
     /// Envoy hot restarts done (0 = the first Envoy is serving).
@@ -110,12 +117,16 @@ pub struct LocalGateway {
     /// Set when the serving Envoy exits on its own.
     envoy_exit: watch::Receiver<Option<String>>,
     supervisor: JoinHandle<()>,
+    processor_supervisor: Option<JoinHandle<()>>,
 }
 
 impl Drop for LocalGateway {
     fn drop(&mut self) {
-        // Aborting the supervisor drops its children, which kills them (kill_on_drop).
+        // Aborting the supervisors drops their children, which kills them (kill_on_drop).
         self.supervisor.abort();
+        if let Some(p) = &self.processor_supervisor {
+            p.abort();
+        }
     }
 }
 
@@ -155,20 +166,44 @@ impl LocalGateway {
                 }
             }
         };
-        let mut app = App::start(
-            bound,
-            AppOptions {
-                config: options.config.clone(),
-                secret_env: options.secret_env.clone(),
-                admin: options.processor_admin,
-                user_header: options.user_header.clone(),
-                usage_log: options.usage_log.clone(),
-                reload_interval: options.reload_interval,
-            },
-        )
-        .await?;
-        let config = app.config.clone();
-
+        let (pid_tx, processor_pid) = watch::channel(None);
+        let (app, config, reloads, processor_supervisor) = match options.processor_binary.clone() {
+            None => {
+                let mut app = App::start(bound, app_options(&options)).await?;
+                let config = app.config.clone();
+                let reloads =
+                    std::mem::replace(&mut app.reloads, tokio::sync::mpsc::unbounded_channel().1);
+                (Some(app), config, reloads, None)
+            }
+            Some(binary) => {
+                // The child binds the socket itself; this process only renders Envoy's config.
+                drop(bound);
+                let handle = ConfigHandle::new(compiled);
+                let (tx, reloads) = tokio::sync::mpsc::unbounded_channel();
+                if let Some(interval) = options.reload_interval {
+                    let (paths, secret_env, h) = (
+                        options.config.clone(),
+                        options.secret_env.clone(),
+                        handle.clone(),
+                    );
+                    tokio::spawn(config::watch(
+                        paths,
+                        secret_env,
+                        h,
+                        interval,
+                        move |outcome| {
+                            if let config::ReloadOutcome::Applied { config, .. } = outcome {
+                                let _ = tx.send(config);
+                            }
+                        },
+                    ));
+                }
+                let args = serve_args(&options, &listen);
+                let supervisor = tokio::spawn(supervise_processor(binary, args, pid_tx));
+                wait_listening(&listen, Duration::from_secs(30)).await?;
+                (None, handle, reloads, Some(supervisor))
+            }
+        };
         let mut envoy = Envoy {
             bin: options.envoy.clone(),
             state_dir: options.state_dir.clone(),
@@ -183,7 +218,6 @@ impl LocalGateway {
         let child = envoy.start(&yaml).await?;
         let (epoch_tx, envoy_epoch) = watch::channel(0);
         let (exit_tx, envoy_exit) = watch::channel(None);
-        let reloads = std::mem::replace(&mut app.reloads, tokio::sync::mpsc::unbounded_channel().1);
         let supervisor = tokio::spawn(supervise(
             envoy,
             child,
@@ -195,7 +229,12 @@ impl LocalGateway {
         ));
         Ok(Self {
             listen: options.envoy_options.listen,
-            usage: app.usage.clone(),
+            usage: app.as_ref().map(|a| a.usage.clone()),
+            admin_addr: app
+                .as_ref()
+                .map_or(options.processor_admin, |a| a.admin_addr),
+            processor_pid,
+            processor_supervisor,
             config,
             app,
             fireworks,
@@ -218,6 +257,96 @@ impl LocalGateway {
                 return "supervisor stopped".into();
             }
         }
+    }
+}
+
+fn app_options(options: &LocalOptions) -> AppOptions {
+    AppOptions {
+        config: options.config.clone(),
+        secret_env: options.secret_env.clone(),
+        admin: options.processor_admin,
+        user_header: options.user_header.clone(),
+        usage_log: options.usage_log.clone(),
+        reload_interval: options.reload_interval,
+    }
+}
+
+/// The `serve` command line equivalent to `options`.
+fn serve_args(options: &LocalOptions, listen: &Listen) -> Vec<String> {
+    let mut args = vec!["serve".to_string()];
+    args.extend(options.config.iter().map(|p| p.display().to_string()));
+    args.push("--listen".into());
+    args.push(match listen {
+        Listen::Tcp(a) => a.to_string(),
+        Listen::Unix(p) => format!("unix:{}", absolute(p).display()),
+    });
+    for (name, var) in &options.secret_env {
+        args.push("--secret-env".into());
+        args.push(format!("{name}={var}"));
+    }
+    if let Some(admin) = options.processor_admin {
+        args.extend(["--admin".into(), admin.to_string()]);
+    }
+    if let Some(h) = &options.user_header {
+        args.extend(["--user-header".into(), h.clone()]);
+    }
+    if let Some(p) = &options.usage_log {
+        args.extend(["--usage-log".into(), p.display().to_string()]);
+    }
+    let reload = options
+        .reload_interval
+        .map_or("0s".to_string(), |d| format!("{}ms", d.as_millis()));
+    args.extend([
+        "--reload-interval".into(),
+        reload,
+        "--drain-grace".into(),
+        "0s".into(),
+    ]);
+    args
+}
+
+/// Keeps the processor child running: restarts it (after a short pause) whenever it exits.
+async fn supervise_processor(binary: PathBuf, args: Vec<String>, pid: watch::Sender<Option<u32>>) {
+    loop {
+        match Command::new(&binary)
+            .args(&args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(mut child) => {
+                let _ = pid.send(child.id());
+                let status = child.wait().await;
+                let _ = pid.send(None);
+                tracing::error!(?status, "the processor exited; restarting it");
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start the processor; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the processor accepts connections.
+async fn wait_listening(listen: &Listen, limit: Duration) -> Result<(), LocalError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let up = match listen {
+            Listen::Tcp(a) => tokio::net::TcpStream::connect(a).await.is_ok(),
+            Listen::Unix(p) => tokio::net::UnixStream::connect(p).await.is_ok(),
+        };
+        if up {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(LocalError::Io {
+                what: "waiting for the processor".into(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("not listening on {listen:?}"),
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -150,10 +150,16 @@ fn reset_stream() -> http::Response<Body> {
     };
     let events = vec![
         chunk("Hel", "null"),
-        chunk("lo", r#"{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}"#),
+        chunk(
+            "lo",
+            r#"{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}"#,
+        ),
         chunk(" wor", "null"),
     ];
-    let cut = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "fault: reset mid-stream");
+    let cut = std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "fault: reset mid-stream",
+    );
     sse_response_then(events, Duration::from_millis(20), Some(cut), &[])
 }
 

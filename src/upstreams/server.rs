@@ -190,8 +190,8 @@ pub fn sse_response_then(
             let _ = tx.send(Err(e)).await;
         }
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
-        .map(|b| b.map(hyper::body::Frame::data));
+    let stream =
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| b.map(hyper::body::Frame::data));
     let mut builder = Response::builder()
         .status(200)
         .header("content-type", "text/event-stream")
@@ -232,10 +232,18 @@ pub fn bytes_response(
         builder = builder.header(*n, v.as_str());
     }
     builder
-        .body(http_body_util::Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
+        .body(
+            http_body_util::Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
         .unwrap_or_else(|_| empty())
 }
 
 fn empty() -> Response<Body> {
-    Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed())
+    Response::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    )
 }

@@ -14,14 +14,22 @@ use crate::ops::{metric_values, start_serve, start_serve_on, wait_for_async, Sta
 const CHAT: &str = r#"{"model":"qwen-instruct","messages":[{"role":"user","content":"Hello!"}]}"#;
 
 async fn streams_active(gw: &Gateway) -> f64 {
-    let text = gw.http.get(gw.admin_base() + "/metrics").send().await.unwrap().text().await.unwrap();
+    let text = gw
+        .http
+        .get(gw.admin_base() + "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     metric_values(&text, "ai_extproc_streams_active", &[])[0]
 }
 
 #[tokio::test]
 async fn upstream_reset_mid_stream_records_the_usage_seen() {
     let gw = Gateway::start().await;
-    let mut records = gw.inner.usage.subscribe(16);
+    let mut records = gw.inner.usage.as_ref().unwrap().subscribe(16);
     let resp = gw
         .http
         .post(format!("{}/v1/chat/completions", gw.base))
@@ -33,11 +41,23 @@ async fn upstream_reset_mid_stream_records_the_usage_seen() {
     assert_eq!(resp.status(), 200, "the stream had started");
     let body = resp.text().await;
     // The client sees the stream end abnormally, never a completed one.
-    assert!(body.is_err() || !body.as_ref().unwrap().contains("[DONE]"), "{body:?}");
-    let rec = tokio::time::timeout(Duration::from_secs(5), records.recv()).await.unwrap().unwrap();
+    assert!(
+        body.is_err() || !body.as_ref().unwrap().contains("[DONE]"),
+        "{body:?}"
+    );
+    let rec = tokio::time::timeout(Duration::from_secs(5), records.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(rec.usage_seen, "usage seen before the reset is recorded");
-    assert_eq!((rec.input_tokens, rec.output_tokens, rec.total_tokens), (7, 2, 9));
-    wait_for_async("stream state cleaned up", || async { streams_active(&gw).await == 0.0 }).await;
+    assert_eq!(
+        (rec.input_tokens, rec.output_tokens, rec.total_tokens),
+        (7, 2, 9)
+    );
+    wait_for_async("stream state cleaned up", || async {
+        streams_active(&gw).await == 0.0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -57,13 +77,21 @@ async fn upstream_that_hangs_gets_a_timeout_in_openai_shape() {
     })
     .await;
     let started = Instant::now();
-    let r = gw.post("/v1/chat/completions", CHAT, &[(FAULT, "hang")]).await;
+    let r = gw
+        .post("/v1/chat/completions", CHAT, &[(FAULT, "hang")])
+        .await;
     let took = started.elapsed();
     assert_eq!(r.status, 504);
-    assert!(took < Duration::from_secs(10), "bounded by the rule's timeout: {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "bounded by the rule's timeout: {took:?}"
+    );
     let v = r.json();
     assert_eq!(v["error"]["code"], "upstream_error", "{v}");
-    wait_for_async("stream state cleaned up", || async { streams_active(&gw).await == 0.0 }).await;
+    wait_for_async("stream state cleaned up", || async {
+        streams_active(&gw).await == 0.0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -83,7 +111,13 @@ async fn processor_killed_under_load_fails_fast_and_recovers() {
             let mut seen = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let status = http.post(&url).body(CHAT).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+                let status = http
+                    .post(&url)
+                    .body(CHAT)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
                 seen.push((status, t.elapsed()));
             }
             seen
@@ -96,7 +130,11 @@ async fn processor_killed_under_load_fails_fast_and_recovers() {
     let mut serve = start_serve_on(grpc, secret, &[]).await;
     let http = reqwest::Client::new();
     wait_for_async("traffic recovers", || async {
-        http.post(&url).body(CHAT).send().await.is_ok_and(|r| r.status() == 200)
+        http.post(&url)
+            .body(CHAT)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -107,9 +145,51 @@ async fn processor_killed_under_load_fails_fast_and_recovers() {
     }
     let failures: Vec<_> = statuses.iter().filter(|(s, _)| *s != 200).collect();
     assert!(!failures.is_empty(), "the outage was not noticed");
-    assert!(failures.iter().all(|(s, _)| *s == 500), "failures are Envoy's 500 (fail closed): {failures:?}");
+    assert!(
+        failures.iter().all(|(s, _)| *s == 500),
+        "failures are Envoy's 500 (fail closed): {failures:?}"
+    );
     let slowest = statuses.iter().map(|(_, t)| *t).max().unwrap();
-    assert!(slowest < Duration::from_secs(2), "a request waited {slowest:?} during the outage");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a request waited {slowest:?} during the outage"
+    );
     assert_eq!(statuses.last().unwrap().0, 200, "traffic recovered");
     serve.child.start_kill().unwrap();
+}
+
+#[tokio::test]
+async fn in_run_mode_a_killed_processor_is_restarted() {
+    let gw = Gateway::start_with(Setup {
+        processor_process: true,
+        ..Setup::default()
+    })
+    .await;
+    let r = gw.post("/v1/chat/completions", CHAT, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut pid = gw.inner.processor_pid.clone();
+    let first = pid.borrow().expect("a processor child");
+    assert!(std::process::Command::new("kill")
+        .args(["-KILL", &first.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // Restarted without anyone asking: a new pid, and traffic flows again.
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        pid.wait_for(|p| p.is_some_and(|p| p != first)),
+    )
+    .await
+    .expect("restarted")
+    .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", gw.base);
+    wait_for_async("traffic recovers", || async {
+        http.post(&url)
+            .body(CHAT)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
 }

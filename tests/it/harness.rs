@@ -61,6 +61,8 @@ pub struct Setup {
     pub processor_tcp: bool,
     /// Watch the config files for changes.
     pub reload_interval: Option<Duration>,
+    /// Run the processor as a supervised child process (as `ai-extproc run` does).
+    pub processor_process: bool,
 }
 
 impl Default for Setup {
@@ -73,6 +75,7 @@ impl Default for Setup {
             stream_interval: Duration::ZERO,
             processor_tcp: false,
             reload_interval: None,
+            processor_process: false,
         }
     }
 }
@@ -109,7 +112,14 @@ impl Gateway {
                 .map(String::from)
                 .to_vec(),
             user_header: Some("x-user-id".into()),
-            processor_admin: Some("127.0.0.1:0".parse().expect("addr")),
+            processor_admin: Some(if setup.processor_process {
+                free_port()
+            } else {
+                "127.0.0.1:0".parse().expect("addr")
+            }),
+            processor_binary: setup
+                .processor_process
+                .then(|| env!("CARGO_BIN_EXE_ai-extproc").into()),
             reload_interval: setup.reload_interval,
             usage_log: Some(dir.path().join("usage.jsonl")),
         };
@@ -128,10 +138,7 @@ impl Gateway {
 
     /// The processor's admin endpoint, `http://127.0.0.1:port`.
     pub fn admin_base(&self) -> String {
-        format!(
-            "http://{}",
-            self.inner.app.admin_addr.expect("admin endpoint")
-        )
+        format!("http://{}", self.inner.admin_addr.expect("admin endpoint"))
     }
 
     /// The JSON-lines usage log written so far.

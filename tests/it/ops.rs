@@ -191,7 +191,11 @@ pub(crate) async fn start_serve(secret: &str, extra: &[&str]) -> Serve {
 }
 
 /// `ai-extproc serve` on a given gRPC address (to restart it where Envoy expects it).
-pub(crate) async fn start_serve_on(grpc: std::net::SocketAddr, secret: &str, extra: &[&str]) -> Serve {
+pub(crate) async fn start_serve_on(
+    grpc: std::net::SocketAddr,
+    secret: &str,
+    extra: &[&str],
+) -> Serve {
     let admin = free_port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ai-extproc"))
         .current_dir(root())

@@ -19,12 +19,42 @@ struct Kind {
 }
 
 const KINDS: [Kind; 6] = [
-    Kind { path: "/v1/chat/completions", body: r#"{"model":"qwen-instruct","messages":[{"role":"user","content":"Hello!"}]}"#, fault: None, status: 200 },
-    Kind { path: "/v1/chat/completions", body: r#"{"model":"qwen-thinking","stream":true,"messages":[{"role":"user","content":"Hello!"}]}"#, fault: None, status: 200 },
-    Kind { path: "/v1/embeddings", body: r#"{"model":"qwen-embed","input":["a","b"]}"#, fault: None, status: 200 },
-    Kind { path: "/v1/chat/completions", body: r#"{"model":"no-such-model","messages":[{}]}"#, fault: None, status: 404 },
-    Kind { path: "/v1/completions", body: r#"{"model":"qwen-instruct","prompt":"#, fault: None, status: 400 },
-    Kind { path: "/v1/chat/completions", body: r#"{"model":"qwen-instruct","messages":[{"role":"user","content":"Hi"}]}"#, fault: Some("429"), status: 429 },
+    Kind {
+        path: "/v1/chat/completions",
+        body: r#"{"model":"qwen-instruct","messages":[{"role":"user","content":"Hello!"}]}"#,
+        fault: None,
+        status: 200,
+    },
+    Kind {
+        path: "/v1/chat/completions",
+        body: r#"{"model":"qwen-thinking","stream":true,"messages":[{"role":"user","content":"Hello!"}]}"#,
+        fault: None,
+        status: 200,
+    },
+    Kind {
+        path: "/v1/embeddings",
+        body: r#"{"model":"qwen-embed","input":["a","b"]}"#,
+        fault: None,
+        status: 200,
+    },
+    Kind {
+        path: "/v1/chat/completions",
+        body: r#"{"model":"no-such-model","messages":[{}]}"#,
+        fault: None,
+        status: 404,
+    },
+    Kind {
+        path: "/v1/completions",
+        body: r#"{"model":"qwen-instruct","prompt":"#,
+        fault: None,
+        status: 400,
+    },
+    Kind {
+        path: "/v1/chat/completions",
+        body: r#"{"model":"qwen-instruct","messages":[{"role":"user","content":"Hi"}]}"#,
+        fault: Some("429"),
+        status: 429,
+    },
 ];
 
 fn rss_kb(pid: u32) -> u64 {
@@ -38,14 +68,20 @@ fn rss_kb(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn soak_mixed_traffic_keeps_memory_flat() {
-    let seconds: u64 = std::env::var("SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let seconds: u64 = std::env::var("SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     let secret = "fw_soak_key";
     let serve = start_serve(secret, &["--log", "warn"]).await;
     let pid = serve.child.id().unwrap();
     let stack = Stack::start_with(&serve, secret, Duration::from_millis(2)).await;
     let http = reqwest::Client::new();
     let base = stack.base.clone();
-    wait_for_async("gateway up", || async { http.get(format!("{base}/v1/models")).send().await.is_ok() }).await;
+    wait_for_async("gateway up", || async {
+        http.get(format!("{base}/v1/models")).send().await.is_ok()
+    })
+    .await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -58,7 +94,10 @@ async fn soak_mixed_traffic_keeps_memory_flat() {
             while !stop.load(Ordering::Relaxed) {
                 let k = &KINDS[i % KINDS.len()];
                 i += 1;
-                let mut req = http.post(format!("{base}{}", k.path)).header("content-type", "application/json").body(k.body);
+                let mut req = http
+                    .post(format!("{base}{}", k.path))
+                    .header("content-type", "application/json")
+                    .body(k.body);
                 if let Some(f) = k.fault {
                     req = req.header(FAULT, f);
                 }
@@ -101,7 +140,16 @@ async fn soak_mixed_traffic_keeps_memory_flat() {
         total as f64 / seconds as f64,
         unexpected.len()
     );
-    assert!(unexpected.is_empty(), "errors the traffic did not ask for: {unexpected:?}");
-    assert!(total > seconds * 50, "too little traffic to mean anything: {total}");
-    assert!(end <= warm * 1.2 + 2.0, "RSS grew after warm-up: {warm:.1} MB -> {end:.1} MB");
+    assert!(
+        unexpected.is_empty(),
+        "errors the traffic did not ask for: {unexpected:?}"
+    );
+    assert!(
+        total > seconds * 50,
+        "too little traffic to mean anything: {total}"
+    );
+    assert!(
+        end <= warm * 1.2 + 2.0,
+        "RSS grew after warm-up: {warm:.1} MB -> {end:.1} MB"
+    );
 }
