@@ -27,12 +27,8 @@ pub struct ModelLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
-    gen_ai_operation_name: String,
-    gen_ai_provider_name: String,
-    gen_ai_request_model: String,
-    gen_ai_original_model: String,
-    gen_ai_response_model: String,
-    backend: String,
+    #[prometheus(flatten)]
+    model: ModelLabels,
     gen_ai_token_type: &'static str,
 }
 
@@ -225,21 +221,8 @@ impl Metrics {
         if !r.usage_seen {
             return;
         }
-        let ModelLabels {
-            gen_ai_operation_name,
-            gen_ai_provider_name,
-            gen_ai_request_model,
-            gen_ai_original_model,
-            gen_ai_response_model,
-            backend,
-        } = labels;
         let mut token = TokenLabels {
-            gen_ai_operation_name,
-            gen_ai_provider_name,
-            gen_ai_request_model,
-            gen_ai_original_model,
-            gen_ai_response_model,
-            backend,
+            model: labels,
             gen_ai_token_type: "input",
         };
         for (kind, n) in [

@@ -145,6 +145,9 @@ async fn qwen_instruct_chat_reaches_fireworks_rewritten() {
     let entries = gw.access_log_entries(1).await;
     let e = entry_for(&entries, "qwen-instruct");
     assert_eq!(e["status"], 200);
+    // Neither key is in the logs the gateway writes (access log, usage log).
+    let logs = std::fs::read_to_string(&gw.access_log).unwrap() + &gw.inner_usage_log();
+    assert!(!logs.contains(GUIDE_KEY) && !logs.contains("client-own-key"));
     assert_eq!(e["route_name"], "default/envoy-ai-gateway-fireworks");
     assert_eq!(e["backend"], "default/envoy-ai-gateway-fireworks");
     assert_eq!(

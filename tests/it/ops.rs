@@ -368,6 +368,7 @@ async fn serve_health_metrics_logs_and_graceful_drain() {
         [1.0]
     );
     assert!(metric_values(&text, "ai_extproc_streams_total", &[])[0] >= 5.0);
+    assert!(!text.contains(secret), "the key reached the metrics");
 
     // A slow stream in flight when SIGTERM arrives completes; health flips; the process exits 0.
     let mut stream = http
