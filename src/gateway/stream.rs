@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::config::{Config, MODEL_HEADER};
+use crate::config::{Config, ServiceBackend, MODEL_HEADER};
 use crate::llm::{
     apply_edits, decode_all, include_usage_edit, model_edit, models_body, parse_request,
     DecodeError, Endpoint,
@@ -179,19 +179,7 @@ impl Stream {
         headers: &Headers,
         body: &[u8],
     ) -> Result<(Continue, Routed), ClientError> {
-        // A compressed body is read (and forwarded) decoded: providers take plain JSON.
-        let encoding = headers
-            .get("content-encoding")
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let decoded = match encoding.as_str() {
-            "" | "identity" => None,
-            _ => Some(decode_all(&encoding, body).map_err(|e| match e {
-                DecodeError::Unsupported(enc) => ClientError::UnsupportedEncoding(enc),
-                other => ClientError::BadEncoding(other.to_string()),
-            })?),
-        };
+        let decoded = decode_request_body(headers, body)?;
         let body = decoded.as_deref().unwrap_or(body);
         let info = parse_request(endpoint, body)?;
         let config = &self.config;
@@ -205,21 +193,13 @@ impl Stream {
             clear_route_cache: true,
             ..Continue::default()
         };
-        reply
-            .set_headers
-            .push((MODEL_HEADER.into(), info.model.clone()));
-        reply
-            .set_headers
-            .push((BACKEND_HEADER.into(), backend.name.clone()));
-        reply
-            .set_headers
-            .push((":path".into(), endpoint.backend_path(&backend.prefix, path)));
-        match &backend.api_key {
-            Some(key) => reply
-                .set_headers
-                .push(("authorization".into(), format!("Bearer {}", key.expose()))),
-            None => reply.remove_headers.push("authorization".into()),
-        }
+        provider_headers(
+            &mut reply,
+            headers,
+            &info.model,
+            backend,
+            endpoint.backend_path(&backend.prefix, path),
+        );
         let mut edits = Vec::new();
         if let Some(name) = &target.model_name_override {
             edits.push(model_edit(&info, name));
@@ -231,12 +211,6 @@ impl Stream {
         }
         if decoded.is_some() {
             reply.remove_headers.push("content-encoding".into());
-        }
-        // Internal headers are the processor's alone: drop any other x-ai-eg-* the client sent.
-        for (name, _) in headers.iter() {
-            if name.starts_with("x-ai-eg-") && name != MODEL_HEADER && name != BACKEND_HEADER {
-                reply.remove_headers.push(name.to_string());
-            }
         }
         if !edits.is_empty() || decoded.is_some() {
             let new_body = apply_edits(body, edits);
@@ -368,6 +342,51 @@ impl Drop for Stream {
                 self.emit(&routed, &outcome);
             }
             Phase::RequestHeaders | Phase::RequestBody { .. } | Phase::Done => {}
+        }
+    }
+}
+
+/// A compressed request body, decoded (providers take plain JSON); `None` when not compressed.
+fn decode_request_body(headers: &Headers, body: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+    let encoding = headers
+        .get("content-encoding")
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "" | "identity" => Ok(None),
+        _ => decode_all(&encoding, body).map(Some).map_err(|e| match e {
+            DecodeError::Unsupported(enc) => ClientError::UnsupportedEncoding(enc),
+            other => ClientError::BadEncoding(other.to_string()),
+        }),
+    }
+}
+
+/// The headers the provider gets: routing headers for Envoy, its path and credentials; the
+/// client's own key and any other internal `x-ai-eg-*` header are dropped.
+fn provider_headers(
+    reply: &mut Continue,
+    headers: &Headers,
+    model: &str,
+    backend: &ServiceBackend,
+    path: String,
+) {
+    reply
+        .set_headers
+        .push((MODEL_HEADER.into(), model.to_string()));
+    reply
+        .set_headers
+        .push((BACKEND_HEADER.into(), backend.name.clone()));
+    reply.set_headers.push((":path".into(), path));
+    match &backend.api_key {
+        Some(key) => reply
+            .set_headers
+            .push(("authorization".into(), format!("Bearer {}", key.expose()))),
+        None => reply.remove_headers.push("authorization".into()),
+    }
+    for (name, _) in headers.iter() {
+        if name.starts_with("x-ai-eg-") && name != MODEL_HEADER && name != BACKEND_HEADER {
+            reply.remove_headers.push(name.to_string());
         }
     }
 }
