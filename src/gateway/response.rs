@@ -130,6 +130,17 @@ impl ResponseBody {
     pub fn finish(self, status: u16, sent: Instant, now: Instant) -> ResponseOutcome {
         match self {
             Self::Json { encoding, buffer } => match decode_all(&encoding, &buffer) {
+                Ok(body) if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() => {
+                    // A success that claims JSON but is not: the client could not use it either.
+                    tracing::warn!(
+                        status,
+                        "the provider sent an invalid JSON body; answering 502"
+                    );
+                    ResponseOutcome {
+                        replacement: Some(invalid_json_replacement(status)),
+                        ..ResponseOutcome::default()
+                    }
+                }
                 Ok(body) => {
                     let info = response_info(&body);
                     ResponseOutcome {
@@ -183,6 +194,22 @@ fn timing(reader: &SseReader, sent: Instant) -> (Option<f64>, Option<f64>) {
 
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// A 502 in OpenAI shape for a provider success whose JSON body does not parse.
+fn invalid_json_replacement(status: u16) -> Continue {
+    let message = format!("The provider answered {status} with a body that is not valid JSON.");
+    let json = ErrorBody::new(message, "server_error", None, Some("upstream_error")).to_json();
+    Continue {
+        set_headers: vec![
+            (":status".into(), "502".into()),
+            ("content-type".into(), "application/json".into()),
+            ("content-length".into(), json.len().to_string()),
+        ],
+        remove_headers: vec!["content-encoding".into()],
+        body: Some(Bytes::from(json)),
+        ..Continue::default()
+    }
 }
 
 /// A non-JSON provider error as OpenAI JSON, same status; `None` if it is JSON after all.

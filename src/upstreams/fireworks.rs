@@ -121,7 +121,8 @@ const EMBEDDING_FIELDS: &[&str] = &[
 /// Test-only request header that makes the fake fail the way providers (or what stands in
 /// front of them) do: `429`, `503` (Fireworks' JSON envelope), `500` (a proxy's plain text),
 /// `sse-malformed` (a 100-event stream with a broken event in the middle, usage at the end),
-/// `reset` (a stream cut mid-way, after usage so far), `hang` (no answer at all).
+/// `reset` (a stream cut mid-way, after usage so far), `hang` (no answer at all), `garbage`
+/// (a 200 "JSON" body that is not JSON).
 pub const FAULT_HEADER: &str = "x-fake-fireworks-fault";
 
 fn fault_response(fault: &str, request_id: &str) -> http::Response<Body> {
@@ -138,6 +139,12 @@ fn fault_response(fault: &str, request_id: &str) -> http::Response<Body> {
     match fault {
         "sse-malformed" => malformed_stream(),
         "reset" => reset_stream(),
+        "garbage" => bytes_response(
+            200,
+            "application/json",
+            b"\x00\x13garbage{{{not json".to_vec(),
+            &[],
+        ),
         "429" => envelope(429, "rate limit exceeded, please try again later"),
         "503" => envelope(503, "The server is overloaded, please try again later"),
         _ => bytes_response(500, "text/plain", b"Internal Server Error\n".to_vec(), &[]),

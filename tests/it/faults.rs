@@ -193,3 +193,20 @@ async fn in_run_mode_a_killed_processor_is_restarted() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_success_with_a_garbage_body_becomes_a_clear_502() {
+    let gw = Gateway::start().await;
+    let r = gw
+        .post("/v1/chat/completions", CHAT, &[(FAULT, "garbage")])
+        .await;
+    assert_eq!(r.status, 502, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "upstream_error");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
+    let entries = gw.access_log_entries(1).await;
+    assert!(entries[0]["total_tokens"].is_null());
+}
