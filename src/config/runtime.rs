@@ -159,14 +159,6 @@ pub struct ModelInfo {
     pub created: i64,
 }
 
-impl Endpoint {
-    pub fn port(&self) -> u16 {
-        match self {
-            Endpoint::Fqdn { port, .. } | Endpoint::Ip { port, .. } => *port,
-        }
-    }
-}
-
 impl Cluster {
     /// The Host the provider expects: the TLS name, else the DNS name.
     pub fn host(&self) -> Option<&str> {

@@ -49,13 +49,6 @@ impl Drop for Upstream {
     }
 }
 
-impl Upstream {
-    /// Runs until the task is aborted (drop) or fails.
-    pub async fn wait(mut self) {
-        let _ = (&mut self.task).await;
-    }
-}
-
 /// Binds `addr` (port 0 for any) and serves `kind` on it.
 pub async fn spawn(kind: UpstreamKind, addr: SocketAddr) -> std::io::Result<Upstream> {
     let listener = TcpListener::bind(addr).await?;

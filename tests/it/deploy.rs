@@ -10,7 +10,7 @@ use ai_extproc::envoy::{render_yaml, BackendOverride, EnvoyOptions, ProcessorAdd
 use clap::Parser;
 use serde_yaml::Value;
 
-use crate::harness::{envoy_bin, examples, root};
+use crate::harness::{examples, root};
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -107,18 +107,7 @@ fn compose_bootstraps_match_the_renderer_and_envoy_accepts_them() {
         )
         .unwrap();
         let local = rendered.replace("/certs/fake-fireworks-ca.pem", &ca.display().to_string());
-        let path = dir.path().join("envoy.yaml");
-        std::fs::write(&path, local).unwrap();
-        let out = std::process::Command::new(envoy_bin())
-            .args(["--mode", "validate", "--log-level", "error", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{file}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::envoy_config::validate(&local);
     }
 }
 

@@ -21,7 +21,8 @@ fn examples_config() -> config::Config {
     config::load(&examples(), &CompileOptions::default()).unwrap()
 }
 
-fn validate(yaml: &str) {
+/// Has the real Envoy validate a bootstrap.
+pub(crate) fn validate(yaml: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("envoy.yaml");
     std::fs::write(&file, yaml).unwrap();

@@ -8,21 +8,13 @@ use std::time::{Duration, Instant};
 
 use ai_extproc::upstreams::FAKE_FIREWORKS_FAULT_HEADER as FAULT;
 
-use crate::harness::{root, Gateway, Setup};
-use crate::ops::{metric_values, start_serve, start_serve_on, wait_for_async, Stack};
+use crate::harness::{get, root, wait_for_200, wait_for_async, Gateway, Setup};
+use crate::ops::{metric_values, start_serve, start_serve_on, Stack};
 
 const CHAT: &str = r#"{"model":"qwen-instruct","messages":[{"role":"user","content":"Hello!"}]}"#;
 
 async fn streams_active(gw: &Gateway) -> f64 {
-    let text = gw
-        .http
-        .get(gw.admin_base() + "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, text) = get(&gw.http, &(gw.admin_base() + "/metrics")).await;
     metric_values(&text, "ai_extproc_streams_active", &[])[0]
 }
 
@@ -128,14 +120,12 @@ async fn processor_killed_under_load_fails_fast_and_recovers() {
     serve.child.wait().await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut serve = start_serve_on(grpc, secret, &[]).await;
-    let http = reqwest::Client::new();
-    wait_for_async("traffic recovers", || async {
-        http.post(&url)
-            .body(CHAT)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
+    wait_for_200(
+        "traffic recovers",
+        &reqwest::Client::new(),
+        &url,
+        Some(CHAT),
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
@@ -182,16 +172,8 @@ async fn in_run_mode_a_killed_processor_is_restarted() {
     .await
     .expect("restarted")
     .unwrap();
-    let http = reqwest::Client::new();
     let url = format!("{}/v1/chat/completions", gw.base);
-    wait_for_async("traffic recovers", || async {
-        http.post(&url)
-            .body(CHAT)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    wait_for_200("traffic recovers", &gw.http, &url, Some(CHAT)).await;
 }
 
 #[tokio::test]

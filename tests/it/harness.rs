@@ -231,3 +231,50 @@ impl Reply {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
+
+/// GET `url`: status and body text (0 and empty when the connection fails).
+pub async fn get(http: &reqwest::Client, url: &str) -> (u16, String) {
+    match http.get(url).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// Polls until `url` answers 200: to a POST of `body`, or to a GET without one.
+pub async fn wait_for_200(what: &str, http: &reqwest::Client, url: &str, body: Option<&str>) {
+    wait_for_async(what, || async {
+        let req = match body {
+            Some(b) => http.post(url).body(b.to_string()),
+            None => http.get(url),
+        };
+        req.send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}
+
+/// Polls `cond` every 50 ms for up to 10 s.
+pub async fn wait_for_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Sends SIGTERM to `pid`.
+pub fn terminate(pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -TERM {pid}");
+}

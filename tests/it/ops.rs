@@ -13,7 +13,10 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::harness::{envoy_bin, examples, free_port, root, Gateway, Setup, GUIDE_KEY};
+use crate::harness::{
+    envoy_bin, examples, free_port, get, root, terminate, wait_for_200, wait_for_async, Gateway,
+    Setup, GUIDE_KEY,
+};
 
 /// `name{labels} value` lines of a Prometheus exposition whose name and labels contain all of `parts`.
 pub(crate) fn metric_values(text: &str, name: &str, parts: &[&str]) -> Vec<f64> {
@@ -96,15 +99,7 @@ async fn reload_under_load_applies_good_changes_and_rejects_bad_ones() {
     let metrics = gw.admin_base() + "/metrics";
     let mut rejected = 0.0;
     for _ in 0..100 {
-        let text = gw
-            .http
-            .get(&metrics)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let (_, text) = get(&gw.http, &metrics).await;
         rejected = metric_values(
             &text,
             "ai_extproc_config_reloads_total",
@@ -156,15 +151,7 @@ async fn reload_under_load_applies_good_changes_and_rejects_bad_ones() {
         );
     }
     assert!(total > 30, "load too light to mean anything: {total}");
-    let text = gw
-        .http
-        .get(&metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, text) = get(&gw.http, &metrics).await;
     assert_eq!(
         metric_values(&text, "ai_extproc_config_generation", &[]),
         [3.0]
@@ -275,22 +262,8 @@ async fn serve_health_metrics_logs_and_graceful_drain() {
         health(serve.grpc).await == Some(ServingStatus::Serving as i32)
     })
     .await;
-    assert_eq!(
-        http.get(format!("{admin}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        http.get(format!("{admin}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get(&http, &format!("{admin}/readyz")).await.0, 200);
+    assert_eq!(get(&http, &format!("{admin}/healthz")).await.0, 200);
 
     let stack = Stack::start(&serve, secret).await;
     let base = stack.base.clone();
@@ -299,13 +272,7 @@ async fn serve_health_metrics_logs_and_graceful_drain() {
             r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"Hello!"}}]}}"#
         )
     };
-    wait_for_async("Envoy listening", || async {
-        http.get(format!("{base}/v1/models"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    wait_for_200("Envoy listening", &http, &format!("{base}/v1/models"), None).await;
 
     // Traffic whose numbers the metrics must show.
     let mut input_tokens = 0;
@@ -328,14 +295,7 @@ async fn serve_health_metrics_logs_and_graceful_drain() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let text = http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, text) = get(&http, &format!("{admin}/metrics")).await;
     let labels = [
         "gen_ai_token_type=\"input\"",
         "gen_ai_original_model=\"qwen-instruct\"",
@@ -379,24 +339,12 @@ async fn serve_health_metrics_logs_and_graceful_drain() {
         .unwrap();
     let first = stream.chunk().await.unwrap().unwrap();
     assert!(!first.is_empty());
-    let pid = serve.child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    terminate(serve.child.id().unwrap());
     wait_for_async("health NOT_SERVING", || async {
         health(serve.grpc).await == Some(ServingStatus::NotServing as i32)
     })
     .await;
-    assert_eq!(
-        http.get(format!("{admin}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    assert_eq!(get(&http, &format!("{admin}/readyz")).await.0, 503);
     let mut rest = first.to_vec();
     while let Some(c) = stream.chunk().await.unwrap() {
         rest.extend_from_slice(&c);
@@ -425,20 +373,6 @@ async fn serve_health_metrics_logs_and_graceful_drain() {
         "the provider key reached a log line"
     );
     assert!(!logs.contains(GUIDE_KEY));
-}
-
-pub(crate) async fn wait_for_async<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// Envoy in front of a separately running processor, with the fake Fireworks.
@@ -502,13 +436,7 @@ impl Stack {
             .unwrap();
         let base = format!("http://{listen}");
         let http = reqwest::Client::new();
-        wait_for_async("Envoy listening", || async {
-            http.get(format!("{base}/v1/models"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
+        wait_for_200("Envoy listening", &http, &format!("{base}/v1/models"), None).await;
         Self {
             base,
             fake,
@@ -593,12 +521,7 @@ async fn traces_are_exported_and_context_reaches_the_provider() {
     );
 
     // Exported on shutdown at the latest.
-    let pid = serve.child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    terminate(serve.child.id().unwrap());
     tokio::time::timeout(Duration::from_secs(20), serve.child.wait())
         .await
         .unwrap()
