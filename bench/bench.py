@@ -181,7 +181,7 @@ def main():
         if not shutil.which(tool) and not os.path.exists(tool):
             raise SystemExit(f"missing {tool}: {hint}")
     tmp = tempfile.mkdtemp(prefix="ai-extproc-bench-")
-    results = []
+    results, floors, profile = [], [], ""
     try:
         up = start([BIN, "upstream", "test", "--listen", f"127.0.0.1:{UPSTREAM}",
                     "--stream-events", str(STREAM_EVENTS), "--stream-interval-ms", str(STREAM_INTERVAL_MS)])
@@ -196,24 +196,22 @@ def main():
         bare.terminate()
         bare.wait()
 
-        # 2. Envoy + ai-extproc, as `make run` configures it (Unix socket, usage extraction on).
-        sock = os.path.join(tmp, "p.sock")
-        workers = os.environ.get("BENCH_WORKERS")
-        wargs = ["--workers", workers] if workers else []
-        proc = start([BIN, "--log", "warn", *wargs, "serve", "bench/gateway.yaml", "--listen", f"unix:{sock}",
-                      "--admin", "127.0.0.1:19092", "--reload-interval", "0s"])
-        cfg = os.path.join(tmp, "envoy.yaml")
-        subprocess.run([BIN, "envoy-config", "bench/gateway.yaml", "--processor-address", f"unix:{sock}",
-                        "--listen-address", "127.0.0.1:18091", "--admin-address", "127.0.0.1:19902",
-                        "--access-log", "/dev/null", "-o", cfg], check=True)
-        envoy = start([ENVOY, "-c", cfg, "--concurrency", "2", "--use-dynamic-base-id", "--log-level", "error"])
-        wait_http("http://127.0.0.1:18091/v1/chat/completions", {"content-type": "application/json"}, BODY)
+        # 2. Envoy + ai-extproc, as `make run` configures it (Unix socket, one runtime worker,
+        # usage extraction on), then profiled.
+        envoy, proc = start_product(tmp, "product", {})
         r = measure("Envoy + ai-extproc", 18091, "/v1/chat/completions", {}, {"envoy": envoy.pid, "ai-extproc": proc.pid})
         results.append(r)
-        envoy.terminate()
-        envoy.wait()
-        proc.terminate()
-        proc.wait()
+        profile = perf_profile(tmp, {"envoy": envoy.pid, "ai-extproc": proc.pid}, 18091, {})
+        stop(envoy, proc)
+
+        # What limits it: the same Envoy and processor with the ext_proc filter sending nothing,
+        # then one message per request that the processor answers without a change (the client
+        # names the route itself). No ext_proc design sends fewer than one message.
+        h = {"x-ai-eg-model": "bench-model"}
+        for label, modes in [("ext_proc filter, no message", FLOOR_NONE), ("ext_proc floor: 1 no-op message", FLOOR_ONE)]:
+            envoy, proc = start_product(tmp, label, modes, h)
+            floors.append(measure(label, 18091, "/v1/chat/completions", h, {"envoy": envoy.pid, "ai-extproc": proc.pid}))
+            stop(envoy, proc)
 
         # 3. LiteLLM proxy, one worker.
         if os.path.exists(LITELLM) and not os.environ.get("BENCH_SKIP_LITELLM"):
@@ -231,7 +229,68 @@ def main():
         streams = concurrent_streams(tmp) if not os.environ.get("BENCH_SKIP_STREAMS") else {"completed": 0, "rss_idle": 0.0, "rss_peak": 0.0}
     finally:
         stop_all()
-    report(results, direct_ttfb, direct_gap, streams)
+    report(results, floors, direct_ttfb, direct_gap, streams, profile)
+
+
+# Processing modes of the floor rows, replacing what `envoy-config` renders.
+RENDERED_MODES = ("request_header_mode: SEND", "request_body_mode: BUFFERED",
+                  "response_header_mode: SEND", "response_body_mode: BUFFERED")
+FLOOR_NONE = dict(zip(RENDERED_MODES, ("request_header_mode: SKIP", "request_body_mode: NONE",
+                                       "response_header_mode: SKIP", "response_body_mode: NONE")))
+FLOOR_ONE = dict(zip(RENDERED_MODES, ("request_header_mode: SEND", "request_body_mode: NONE",
+                                      "response_header_mode: SKIP", "response_body_mode: NONE")))
+
+
+def start_product(tmp, name, modes, ready_headers=None):
+    """ai-extproc serve (one worker, as `make run` starts it) and Envoy from `envoy-config`,
+    with the processing modes replaced as `modes` says."""
+    sock = os.path.join(tmp, f"{len(procs)}.sock")
+    workers = os.environ.get("BENCH_WORKERS", "1")
+    proc = start([BIN, "--log", "warn", "--workers", workers, "serve", "bench/gateway.yaml", "--listen", f"unix:{sock}",
+                  "--admin", "127.0.0.1:19092", "--reload-interval", "0s"])
+    cfg = os.path.join(tmp, f"envoy-{len(procs)}.yaml")
+    subprocess.run([BIN, "envoy-config", "bench/gateway.yaml", "--processor-address", f"unix:{sock}",
+                    "--listen-address", "127.0.0.1:18091", "--admin-address", "127.0.0.1:19902",
+                    "--access-log", "/dev/null", "-o", cfg], check=True)
+    text = open(cfg).read()
+    for old, new in modes.items():
+        if text.count(old) != 1:
+            raise SystemExit(f"{name}: the rendered bootstrap has no single {old!r}")
+        text = text.replace(old, new)
+    open(cfg, "w").write(text)
+    envoy = start([ENVOY, "-c", cfg, "--concurrency", "2", "--use-dynamic-base-id", "--log-level", "error"])
+    wait_http("http://127.0.0.1:18091/v1/chat/completions", {"content-type": "application/json", **(ready_headers or {})}, BODY)
+    return envoy, proc
+
+
+def stop(*ps):
+    for p in ps:
+        p.terminate()
+        p.wait()
+
+
+def perf_profile(tmp, pids, port, headers, seconds=4):
+    """Where the CPU goes under load (16 connections): each process's samples by binary, and the
+    processor's hottest symbols. Needs `perf` (Linux); skipped without it."""
+    if not shutil.which("perf") or os.environ.get("BENCH_SKIP_PROFILE"):
+        return "perf not installed: no profile (apt-get install linux-perf)\n"
+    recs = {}
+    for name, pid in pids.items():
+        out = os.path.join(tmp, f"{name}.perf")
+        recs[name] = (out, subprocess.Popen(["perf", "record", "-F", "999", "-o", out, "-p", str(pid)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(0.5)
+    wrk(f"http://127.0.0.1:{port}/v1/chat/completions", 16, seconds, headers)
+    text = []
+    for name, (out, rec) in recs.items():
+        rec.send_signal(signal.SIGINT)
+        rec.wait()
+        for sort, top in [("dso", 6), ("symbol", 12 if name == "ai-extproc" else 8)]:
+            rep = subprocess.run(["perf", "report", "-i", out, "--stdio", "--no-children", "--sort", sort, "-g", "none"],
+                                 capture_output=True, text=True).stdout
+            rows = [re.sub(r"\s+", " ", l).strip() for l in rep.splitlines() if l.strip() and not l.startswith("#")]
+            text.append(f"{name}, by {sort}: " + "; ".join(rows[:top]))
+    return "\n".join(f"- {t}" for t in text) + "\n"
 
 
 def concurrent_streams(tmp):
@@ -265,7 +324,7 @@ def concurrent_streams(tmp):
     return {"completed": done, "rss_idle": base, "rss_peak": peak}
 
 
-def report(results, direct_ttfb, direct_gap, streams):
+def report(results, floors, direct_ttfb, direct_gap, streams, profile):
     base = results[0]
     lines = [
         f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
@@ -275,7 +334,7 @@ def report(results, direct_ttfb, direct_gap, streams):
         "| target | req/s @16 conn | ratio | p50 / p99 @1 conn (ms) | p50 / p99 @16 conn (ms) | CPU µs/req | peak RSS MB | stream TTFB (ms) | event gap (ms) | 9 MB vision (ms) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results:
+    for r in results + floors:
         cpu = ", ".join(f"{k} {v:.0f}" for k, v in r["cpu_us"].items())
         rss = ", ".join(f"{k} {v:.0f}" for k, v in r["rss"].items())
         lines.append(
@@ -305,6 +364,27 @@ def report(results, direct_ttfb, direct_gap, streams):
             lines.append(f"- {'met' if ok else 'NOT met'}: {label}: measured {value:.3f}")
         lines.append(f"- 1,000 concurrent streams: {streams['completed']} completed; ai-extproc RSS {streams['rss_idle']:.1f} MB idle, {streams['rss_peak']:.1f} MB peak")
         lines.append(f"- every event reached the client as sent: gateway gap {ext['gap']:.2f} ms vs upstream {direct_gap:.2f} ms, {ext['events']} events")
+    floor = next((r for r in floors if "floor" in r["name"]), None)
+    none = next((r for r in floors if "no message" in r["name"]), None)
+    if floor and none:
+        lines += ["", "What limits it (measured in this run): one gRPC stream per request is Envoy's ext_proc design, "
+                  "and no design sends fewer than one message. With the processor answering one message unchanged:", ""]
+        bounds = [
+            ("requests/s ratio", floor["r16"]["rps"] / base["r16"]["rps"], "×", 0.60, ">="),
+            ("added p50 @1 conn", floor["r1"]["p50"] - base["r1"]["p50"], " ms", 0.150, "<="),
+            ("added p99 @1 conn", floor["r1"]["p99"] - base["r1"]["p99"], " ms", 0.300, "<="),
+            ("added stream TTFB", floor["ttfb"] - base["ttfb"], " ms", 0.200, "<="),
+            ("ai-extproc CPU/request", floor["cpu_us"]["ai-extproc"], " µs", 60, "<="),
+        ]
+        for label, value, unit, limit, op in bounds:
+            reachable = value >= limit if op == ">=" else value <= limit
+            verdict = "within reach of an ext_proc design" if reachable else "out of reach of any ext_proc design"
+            lines.append(f"- floor {label}: {value:.3f}{unit} (target {limit}{unit.strip() and unit}): {verdict}")
+        lines.append(f"- the ext_proc filter alone (configured, sending nothing): {none['r16']['rps'] / base['r16']['rps']:.2f}× bare Envoy; "
+                     f"Envoy CPU/request {none['cpu_us']['envoy']:.0f} µs, with one message {floor['cpu_us']['envoy']:.0f} µs, "
+                     f"the product (4 messages) {ext['cpu_us']['envoy']:.0f} µs vs bare {base['cpu_us']['envoy']:.0f} µs")
+    if profile:
+        lines += ["", "Profile of the product under load (perf, cpu-clock, 16 connections):", "", profile.rstrip()]
     text = "\n".join(lines) + "\n"
     print(text)
     os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)

@@ -78,6 +78,10 @@ impl App {
         let handle = ConfigHandle::new(compiled);
         let metrics = Arc::new(Metrics::new());
         metrics.config_generation.set(handle.generation());
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        metrics
+            .runtime_workers
+            .set(u64::try_from(workers).unwrap_or(u64::MAX));
         let usage = UsageHub::new();
         let observer = metrics.clone();
         usage.set_observer(Arc::new(move |r| observer.observe(r)));

@@ -62,6 +62,8 @@ pub struct LocalOptions {
     /// Run the processor as a child process of this binary (`serve`), restarted whenever it
     /// exits, instead of inside this process.
     pub processor_binary: Option<PathBuf>,
+    /// Runtime workers of the processor child (`--workers`); its default when `None`.
+    pub processor_workers: Option<std::num::NonZeroUsize>,
 }
 
 /// Why the local gateway did not start.
@@ -273,7 +275,11 @@ fn app_options(options: &LocalOptions) -> AppOptions {
 
 /// The `serve` command line equivalent to `options`.
 fn serve_args(options: &LocalOptions, listen: &Listen) -> Vec<String> {
-    let mut args = vec!["serve".to_string()];
+    let mut args = Vec::new();
+    if let Some(n) = options.processor_workers {
+        args.extend(["--workers".to_string(), n.to_string()]);
+    }
+    args.push("serve".to_string());
     args.extend(options.config.iter().map(|p| p.display().to_string()));
     args.push("--listen".into());
     args.push(match listen {

@@ -1,17 +1,34 @@
 //! Boots: parse the command line, set up logs and traces, hand over to `cli::run`.
 #![forbid(unsafe_code)]
 
+use std::num::NonZeroUsize;
+
 use clap::Parser;
 
 use ai_extproc::cli::{run, Cli};
 use ai_extproc::telemetry;
 
+/// One worker is a current-thread runtime: every ext_proc message is read, answered and written
+/// on one thread, with no cross-thread wake-ups (the cost that dominates beside Envoy on a small
+/// machine). More workers are a multi-thread runtime of that size; none given, one per core.
+fn runtime(workers: Option<NonZeroUsize>) -> std::io::Result<tokio::runtime::Runtime> {
+    match workers.map(NonZeroUsize::get) {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(cli.workers) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -76,6 +76,7 @@ pub struct Metrics {
     config_reloads: Family<ResultLabel, Counter>,
     pub config_generation: Gauge<u64, AtomicU64>,
     pub usage_records_dropped: Gauge<u64, AtomicU64>,
+    pub runtime_workers: Gauge<u64, AtomicU64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -105,6 +106,7 @@ impl Metrics {
             config_reloads: Family::default(),
             config_generation: Gauge::default(),
             usage_records_dropped: Gauge::default(),
+            runtime_workers: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -161,6 +163,11 @@ impl Metrics {
             "ai_extproc_usage_records_dropped",
             "Usage records some consumer did not get (buffer full)",
             m.usage_records_dropped.clone(),
+        );
+        registry.register(
+            "ai_extproc_runtime_workers",
+            "Worker threads of the processor's runtime (1 = current-thread, see --workers)",
+            m.runtime_workers.clone(),
         );
         Self { registry, ..m }
     }

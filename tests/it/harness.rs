@@ -120,6 +120,9 @@ impl Gateway {
             processor_binary: setup
                 .processor_process
                 .then(|| env!("CARGO_BIN_EXE_ai-extproc").into()),
+            processor_workers: setup
+                .processor_process
+                .then(|| std::num::NonZeroUsize::new(1).expect("1")),
             reload_interval: setup.reload_interval,
             usage_log: Some(dir.path().join("usage.jsonl")),
         };

@@ -255,7 +255,7 @@ async fn health(grpc: std::net::SocketAddr) -> Option<i32> {
 #[tokio::test]
 async fn serve_health_metrics_logs_and_graceful_drain() {
     let secret = "fw_this_key_must_never_be_logged";
-    let mut serve = start_serve(secret, &[]).await;
+    let mut serve = start_serve(secret, &["--workers", "3"]).await;
     let http = reqwest::Client::new();
     let admin = format!("http://{}", serve.admin);
     wait_for_async("processor health SERVING", || async {
@@ -296,6 +296,11 @@ async fn serve_health_metrics_logs_and_graceful_drain() {
         .unwrap();
     assert_eq!(r.status(), 404);
     let (_, text) = get(&http, &format!("{admin}/metrics")).await;
+    assert_eq!(
+        metric_values(&text, "ai_extproc_runtime_workers", &[]),
+        [3.0],
+        "--workers sizes the runtime: {text}"
+    );
     let labels = [
         "gen_ai_token_type=\"input\"",
         "gen_ai_original_model=\"qwen-instruct\"",
