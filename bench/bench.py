@@ -288,7 +288,9 @@ def perf_profile(tmp, pids, port, headers, seconds=4):
         for sort, top in [("dso", 6), ("symbol", 12 if name == "ai-extproc" else 8)]:
             rep = subprocess.run(["perf", "report", "-i", out, "--stdio", "--no-children", "--sort", sort, "-g", "none"],
                                  capture_output=True, text=True).stdout
-            rows = [re.sub(r"\s+", " ", l).strip() for l in rep.splitlines() if l.strip() and not l.startswith("#")]
+            # perf pads each row with empty columns ("-  -"); keep share and name.
+            rows = [re.sub(r"(\s+-)+\s*$", "", re.sub(r"\s+", " ", l)).strip()
+                    for l in rep.splitlines() if l.strip() and not l.startswith("#")]
             text.append(f"{name}, by {sort}: " + "; ".join(rows[:top]))
     return "\n".join(f"- {t}" for t in text) + "\n"
 
