@@ -37,7 +37,9 @@ pub fn headers(h: Option<HttpHeaders>) -> Headers {
                     let value = if hv.raw_value.is_empty() {
                         hv.value
                     } else {
-                        String::from_utf8_lossy(&hv.raw_value).into_owned()
+                        // Moved, not copied, when valid UTF-8 (it nearly always is).
+                        String::from_utf8(hv.raw_value)
+                            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
                     };
                     (hv.key, value)
                 })
