@@ -6,12 +6,6 @@ use std::num::NonZeroUsize;
 use clap::Parser;
 
 use ai_extproc::cli::{run, Cli};
-
-/// mimalloc instead of glibc's malloc: every ext_proc stream allocates and frees tonic's codec
-/// buffers and many small protobuf fields; glibc spent ~8 % of the processor's CPU on that
-/// (malloc, free, malloc_consolidate) in `make bench`'s profile.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use ai_extproc::telemetry;
 
 /// One worker is a current-thread runtime: every ext_proc message is read, answered and written
