@@ -41,6 +41,52 @@ pub fn free_port() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
+/// The local gateway the tests run: fresh ports, state in `dir`.
+fn local_options(
+    setup: &Setup,
+    dir: &std::path::Path,
+    access_log: &std::path::Path,
+) -> LocalOptions {
+    let envoy_options = EnvoyOptions {
+        listen: free_port(),
+        admin: free_port(),
+        access_log: access_log.display().to_string(),
+        ..EnvoyOptions::default()
+    };
+    LocalOptions {
+        config: setup.config.clone(),
+        secret_env: setup.secret_env.clone(),
+        envoy: envoy_bin(),
+        state_dir: dir.to_path_buf(),
+        envoy_options,
+        fake_fireworks: setup.fake.then(|| FIREWORKS_BACKEND.into()),
+        fake_fireworks_key: setup.fake_key.clone(),
+        fake_stream_interval: setup.stream_interval,
+        test_upstream: Some(TEST_BACKEND.into()),
+        processor_listen: setup
+            .processor_tcp
+            .then(|| "127.0.0.1:0".parse().expect("listen")),
+        envoy_log_level: std::env::var("ENVOY_LOG_LEVEL").unwrap_or_else(|_| "warning".into()),
+        envoy_args: ["--file-flush-interval-msec", "100", "--concurrency", "1"]
+            .map(String::from)
+            .to_vec(),
+        user_header: Some("x-user-id".into()),
+        processor_admin: Some(if setup.processor_process {
+            free_port()
+        } else {
+            "127.0.0.1:0".parse().expect("addr")
+        }),
+        processor_binary: setup
+            .processor_process
+            .then(|| env!("CARGO_BIN_EXE_ai-extproc").into()),
+        processor_workers: setup
+            .processor_process
+            .then(|| std::num::NonZeroUsize::new(1).expect("1")),
+        reload_interval: setup.reload_interval,
+        usage_log: Some(dir.join("usage.jsonl")),
+    }
+}
+
 pub struct Gateway {
     pub inner: LocalGateway,
     pub base: String,
@@ -86,49 +132,25 @@ impl Gateway {
     }
 
     pub async fn start_with(setup: Setup) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let access_log = dir.path().join("access.log");
-        let envoy_options = EnvoyOptions {
-            listen: free_port(),
-            admin: free_port(),
-            access_log: access_log.display().to_string(),
-            ..EnvoyOptions::default()
-        };
-        let options = LocalOptions {
-            config: setup.config,
-            secret_env: setup.secret_env,
-            envoy: envoy_bin(),
-            state_dir: dir.path().to_path_buf(),
-            envoy_options,
-            fake_fireworks: setup.fake.then(|| FIREWORKS_BACKEND.into()),
-            fake_fireworks_key: setup.fake_key,
-            fake_stream_interval: setup.stream_interval,
-            test_upstream: Some(TEST_BACKEND.into()),
-            processor_listen: setup
-                .processor_tcp
-                .then(|| "127.0.0.1:0".parse().expect("listen")),
-            envoy_log_level: std::env::var("ENVOY_LOG_LEVEL").unwrap_or_else(|_| "warning".into()),
-            envoy_args: ["--file-flush-interval-msec", "100", "--concurrency", "1"]
-                .map(String::from)
-                .to_vec(),
-            user_header: Some("x-user-id".into()),
-            processor_admin: Some(if setup.processor_process {
-                free_port()
-            } else {
-                "127.0.0.1:0".parse().expect("addr")
-            }),
-            processor_binary: setup
-                .processor_process
-                .then(|| env!("CARGO_BIN_EXE_ai-extproc").into()),
-            processor_workers: setup
-                .processor_process
-                .then(|| std::num::NonZeroUsize::new(1).expect("1")),
-            reload_interval: setup.reload_interval,
-            usage_log: Some(dir.path().join("usage.jsonl")),
-        };
-        let inner = LocalGateway::start(options).await.unwrap_or_else(|e| {
-            panic!("gateway did not start (is Envoy installed? `make envoy`): {e}")
-        });
+        // `free_port` releases the port it found, so a parallel test (or an outgoing
+        // connection's ephemeral port) can take it before Envoy binds it, and Envoy exits.
+        // Fresh ports and a fresh directory each try; a start that is really broken fails all.
+        let mut last = None;
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let access_log = dir.path().join("access.log");
+            match LocalGateway::start(local_options(&setup, dir.path(), &access_log)).await {
+                Ok(inner) => return Self::ready(inner, access_log, dir),
+                Err(e) => last = Some(e),
+            }
+        }
+        panic!(
+            "gateway did not start (is Envoy installed? `make envoy`): {}",
+            last.map(|e| e.to_string()).unwrap_or_default()
+        )
+    }
+
+    fn ready(inner: LocalGateway, access_log: PathBuf, dir: tempfile::TempDir) -> Self {
         let base = format!("http://{}", inner.listen);
         Self {
             inner,
