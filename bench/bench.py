@@ -131,6 +131,14 @@ async def stream_timing(port, path, headers):
     return first * 1000, (sum(gaps) / len(gaps) * 1000 if gaps else float("nan")), len(arrivals)
 
 
+def stream_median(port, path, headers):
+    """One stream is one sample of a sub-millisecond figure: the median TTFB and event gap of
+    several, and the fewest events any of them saw."""
+    samples = [asyncio.run(stream_timing(port, path, headers)) for _ in range(STREAM_SAMPLES)]
+    median = lambda xs: sorted(xs)[len(xs) // 2]
+    return median([s[0] for s in samples]), median([s[1] for s in samples]), min(s[2] for s in samples)
+
+
 def vision_ms(port, path, headers):
     image = "A" * (9 * 1024 * 1024)
     body = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": [
@@ -170,11 +178,7 @@ def measure(name, port, path, headers, pids):
     r16 = wrk(f"http://127.0.0.1:{port}{path}", 16, DURATION, headers)
     cpu = {k: (cpu_seconds(p) - before[k]) / max(r16["requests"], 1) * 1e6 for k, p in pids.items()}
     r1 = wrk(f"http://127.0.0.1:{port}{path}", 1, max(DURATION // 2, 3), headers)
-    # One stream is one sample of a sub-millisecond figure: take the median of several.
-    samples = sorted(asyncio.run(stream_timing(port, path, headers)) for _ in range(STREAM_SAMPLES))
-    ttfb = sorted(t for t, _, _ in samples)[STREAM_SAMPLES // 2]
-    gap = sorted(g for _, g, _ in samples)[STREAM_SAMPLES // 2]
-    events = min(e for _, _, e in samples)
+    ttfb, gap, events = stream_median(port, path, headers)
     vision = vision_ms(port, path, headers)
     rss = {k: peak_rss_mb(p) for k, p in pids.items()}
     return {"name": name, "r16": r16, "r1": r1, "cpu_us": cpu, "rss": rss, "ttfb": ttfb, "gap": gap,
@@ -191,8 +195,7 @@ def main():
         up = start([BIN, "upstream", "test", "--listen", f"127.0.0.1:{UPSTREAM}",
                     "--stream-events", str(STREAM_EVENTS), "--stream-interval-ms", str(STREAM_INTERVAL_MS)])
         wait_http(f"http://127.0.0.1:{UPSTREAM}/health")
-        direct = sorted(asyncio.run(stream_timing(UPSTREAM, "/v1/chat/completions", {})) for _ in range(STREAM_SAMPLES))
-        direct_ttfb, direct_gap = direct[STREAM_SAMPLES // 2][0], sorted(g for _, g, _ in direct)[STREAM_SAMPLES // 2]
+        direct_ttfb, direct_gap, _ = stream_median(UPSTREAM, "/v1/chat/completions", {})
 
         # 1. Bare Envoy.
         bare = start([ENVOY, "-c", "bench/bare-envoy.yaml", "--concurrency", "2", "--use-dynamic-base-id", "--log-level", "error"])
@@ -247,16 +250,16 @@ FLOOR_ONE = dict(zip(RENDERED_MODES, ("request_header_mode: SEND", "request_body
                                       "response_header_mode: SKIP", "response_body_mode: NONE")))
 
 
-def start_product(tmp, name, modes, ready_headers=None):
-    """ai-extproc serve (one worker, as `make run` starts it) and Envoy from `envoy-config`,
-    with the processing modes replaced as `modes` says."""
+def start_product(tmp, name, modes, ready_headers=None, config="bench/gateway.yaml", port=18091):
+    """ai-extproc serve (one worker, as `make run` starts it) and Envoy from `envoy-config`
+    listening on `port`, with the processing modes replaced as `modes` says."""
     sock = os.path.join(tmp, f"{len(procs)}.sock")
     workers = os.environ.get("BENCH_WORKERS", "1")
-    proc = start([BIN, "--log", "warn", "--workers", workers, "serve", "bench/gateway.yaml", "--listen", f"unix:{sock}",
+    proc = start([BIN, "--log", "warn", "--workers", workers, "serve", config, "--listen", f"unix:{sock}",
                   "--admin", "127.0.0.1:19092", "--reload-interval", "0s"])
     cfg = os.path.join(tmp, f"envoy-{len(procs)}.yaml")
-    subprocess.run([BIN, "envoy-config", "bench/gateway.yaml", "--processor-address", f"unix:{sock}",
-                    "--listen-address", "127.0.0.1:18091", "--admin-address", "127.0.0.1:19902",
+    subprocess.run([BIN, "envoy-config", config, "--processor-address", f"unix:{sock}",
+                    "--listen-address", f"127.0.0.1:{port}", "--admin-address", "127.0.0.1:19902",
                     "--access-log", "/dev/null", "-o", cfg], check=True)
     text = open(cfg).read()
     for old, new in modes.items():
@@ -265,7 +268,7 @@ def start_product(tmp, name, modes, ready_headers=None):
         text = text.replace(old, new)
     open(cfg, "w").write(text)
     envoy = start([ENVOY, "-c", cfg, "--concurrency", "2", "--use-dynamic-base-id", "--log-level", "error"])
-    wait_http("http://127.0.0.1:18091/v1/chat/completions", {"content-type": "application/json", **(ready_headers or {})}, BODY)
+    wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", {"content-type": "application/json", **(ready_headers or {})}, BODY)
     return envoy, proc
 
 
@@ -278,7 +281,9 @@ def stop(*ps):
 def perf_profile(tmp, pids, port, headers, seconds=4):
     """Where the CPU goes under load (16 connections): each process's samples by binary, and the
     processor's hottest symbols. Needs `perf` (Linux); skipped without it."""
-    if not shutil.which("perf") or os.environ.get("BENCH_SKIP_PROFILE"):
+    if os.environ.get("BENCH_SKIP_PROFILE"):
+        return "profile skipped (BENCH_SKIP_PROFILE)\n"
+    if not shutil.which("perf"):
         return "perf not installed: no profile (apt-get install linux-perf)\n"
     recs = {}
     for name, pid in pids.items():
@@ -305,18 +310,10 @@ def concurrent_streams(tmp):
     """ai-extproc's RSS with 1,000 streams open at once (slow upstream: 20 events, 150 ms apart)."""
     start([BIN, "upstream", "test", "--listen", "127.0.0.1:18001", "--stream-events", "20", "--stream-interval-ms", "150"])
     wait_http("http://127.0.0.1:18001/health")
-    sock = os.path.join(tmp, "p2.sock")
     cfg_yaml = os.path.join(tmp, "slow.yaml")
     with open(os.path.join(ROOT, "bench/gateway.yaml")) as f:
         open(cfg_yaml, "w").write(f.read().replace("port: 18000", "port: 18001"))
-    proc = start([BIN, "--log", "warn", "serve", cfg_yaml, "--listen", f"unix:{sock}", "--admin", "127.0.0.1:19093",
-                  "--reload-interval", "0s"])
-    cfg = os.path.join(tmp, "envoy2.yaml")
-    subprocess.run([BIN, "envoy-config", cfg_yaml, "--processor-address", f"unix:{sock}",
-                    "--listen-address", "127.0.0.1:18093", "--admin-address", "127.0.0.1:19903",
-                    "--access-log", "/dev/null", "-o", cfg], check=True)
-    envoy = start([ENVOY, "-c", cfg, "--concurrency", "2", "--use-dynamic-base-id", "--log-level", "error"])
-    wait_http("http://127.0.0.1:18093/v1/chat/completions", {"content-type": "application/json"}, BODY)
+    envoy, proc = start_product(tmp, "1,000 streams", {}, config=cfg_yaml, port=18093)
     base = rss_mb(proc.pid)
 
     async def run():
@@ -327,8 +324,7 @@ def concurrent_streams(tmp):
             await asyncio.sleep(0.1)
         return await task, peak
     done, peak = asyncio.run(run())
-    envoy.terminate()
-    proc.terminate()
+    stop(envoy, proc)
     return {"completed": done, "rss_idle": base, "rss_peak": peak}
 
 

@@ -531,3 +531,25 @@ pub async fn shutdown_signal() {
         _ = term => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_starts_its_processor_with_one_worker_and_workers_must_be_positive() {
+        let cli = Cli::try_parse_from(["ai-extproc", "run", "a.yaml"]).expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("not run: {:?}", cli.command)
+        };
+        assert_eq!(args.processor_workers.get(), 1);
+        assert!(
+            cli.workers.is_none(),
+            "serve's runtime: one worker per core"
+        );
+        let cli = Cli::try_parse_from(["ai-extproc", "serve", "a.yaml", "--workers", "3"])
+            .expect("parses");
+        assert_eq!(cli.workers.map(std::num::NonZeroUsize::get), Some(3));
+        assert!(Cli::try_parse_from(["ai-extproc", "--workers", "0", "serve", "a.yaml"]).is_err());
+    }
+}

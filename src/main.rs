@@ -12,18 +12,14 @@ use ai_extproc::telemetry;
 /// on one thread, with no cross-thread wake-ups (the cost that dominates beside Envoy on a small
 /// machine). More workers are a multi-thread runtime of that size; none given, one per core.
 fn runtime(workers: Option<NonZeroUsize>) -> std::io::Result<tokio::runtime::Runtime> {
-    match workers.map(NonZeroUsize::get) {
-        Some(1) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-        None => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
+    let mut builder = match workers.map(NonZeroUsize::get) {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(n) = workers.filter(|n| n.get() > 1) {
+        builder.worker_threads(n.get());
     }
+    builder.enable_all().build()
 }
 
 fn main() -> std::process::ExitCode {

@@ -157,7 +157,7 @@ async fn in_run_mode_a_killed_processor_is_restarted() {
     .await;
     let r = gw.post("/v1/chat/completions", CHAT, &[]).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    // The child got `--workers 1`: a current-thread runtime.
+    // `LocalOptions::processor_workers` reaches the child: a current-thread runtime.
     let (_, text) = get(&gw.http, &(gw.admin_base() + "/metrics")).await;
     assert_eq!(
         crate::ops::metric_values(&text, "ai_extproc_runtime_workers", &[]),
