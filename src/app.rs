@@ -23,6 +23,10 @@ pub struct AppOptions {
     pub secret_env: Vec<(String, String)>,
     /// Admin HTTP address (`/healthz`, `/readyz`, `/metrics`); none to not serve it.
     pub admin: Option<SocketAddr>,
+    /// Envoy's admin address: `/readyz` then also requires that Envoy to be ready.
+    pub envoy_admin: Option<SocketAddr>,
+    /// Largest request body once decoded (the same bound as Envoy's buffer limit).
+    pub max_body_bytes: u32,
     pub user_header: Option<String>,
     pub usage_log: Option<PathBuf>,
     /// How often the config files are checked for changes; none to not reload.
@@ -108,6 +112,7 @@ impl App {
                     health: health.clone(),
                     metrics: metrics.clone(),
                     usage: Some(usage.clone()),
+                    envoy_admin: options.envoy_admin,
                 };
                 background.push(tokio::spawn(serve_admin(listener, state)));
                 local
@@ -142,6 +147,7 @@ impl App {
             Options {
                 user_header: options.user_header.clone(),
                 usage: Some(usage.clone()),
+                max_body_bytes: options.max_body_bytes,
             },
             metrics.clone(),
         );
@@ -166,6 +172,21 @@ impl App {
             server: Some(server),
             background,
         })
+    }
+
+    /// Completes if the gRPC server stops on its own (not by [`App::drain`]): the process is
+    /// then no use, and should exit so its supervisor (Kubernetes, `run`, compose) restarts it.
+    pub async fn server_stopped(&mut self) -> String {
+        let Some(server) = self.server.as_mut() else {
+            return std::future::pending().await;
+        };
+        let why = match server.await {
+            Ok(Ok(())) => "it stopped".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        self.server = None;
+        why
     }
 
     /// Graceful shutdown: health goes NOT_SERVING at once and the server keeps serving for

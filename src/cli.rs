@@ -123,6 +123,14 @@ pub struct ServeArgs {
     /// gRPC listen address: host:port or unix:/path.
     #[arg(long, env = "AI_EXTPROC_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: Listen,
+    /// Envoy's admin address (host:port): /readyz then also requires that Envoy to be ready
+    /// (`run` sets it for its processor).
+    #[arg(long, env = "AI_EXTPROC_ENVOY_ADMIN")]
+    pub envoy_admin: Option<SocketAddr>,
+    /// Largest request body once decoded, in bytes (413 beyond); keep it equal to Envoy's
+    /// buffer limit (`envoy-config --max-body-bytes`).
+    #[arg(long, env = "AI_EXTPROC_MAX_BODY_BYTES", default_value_t = crate::contract::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: u32,
 }
 
 /// Envoy rendering flags shared by `envoy-config` and `run`.
@@ -138,7 +146,7 @@ pub struct EnvoyArgs {
     #[arg(long, default_value = "/dev/stdout")]
     pub access_log: String,
     /// Largest body Envoy buffers, in bytes (413 beyond).
-    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, default_value_t = crate::contract::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: u32,
     /// Send Backend NAME's traffic to HOST:PORT, an IP or a DNS name (like curl --resolve; SNI,
     /// certificate check and Host keep the Backend's name).
@@ -314,17 +322,37 @@ fn processor_address(s: &str) -> Result<ProcessorAddress, Failure> {
     })
 }
 
-/// Runs a command to completion.
-pub async fn run(command: Command) -> Result<(), Failure> {
+impl Cli {
+    /// The global flags as arguments, for a child `ai-extproc` that must behave like this one
+    /// (the processor `run` starts).
+    pub fn global_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--log".to_string(),
+            self.log.clone(),
+            "--log-format".to_string(),
+            self.log_format.as_arg().to_string(),
+        ];
+        if let Some(url) = &self.otlp_endpoint {
+            args.extend(["--otlp-endpoint".to_string(), url.clone()]);
+        }
+        args
+    }
+}
+
+/// Runs a command to completion; `global_args` are the global flags it was given (see
+/// [`Cli::global_args`]).
+pub async fn run(command: Command, global_args: Vec<String>) -> Result<(), Failure> {
     match command {
         Command::Serve(args) => {
             let bound = args.listen.bind().await?;
-            let app = App::start(
+            let mut app = App::start(
                 bound,
                 AppOptions {
                     config: args.config.config.clone(),
                     secret_env: args.config.secret_env.clone(),
                     admin: Some(args.ops.admin),
+                    envoy_admin: args.envoy_admin,
+                    max_body_bytes: args.max_body_bytes,
                     user_header: Some(args.usage.user_header.to_ascii_lowercase()),
                     usage_log: args.usage.usage_log.clone(),
                     reload_interval: args.ops.reload(),
@@ -332,7 +360,14 @@ pub async fn run(command: Command) -> Result<(), Failure> {
             )
             .await?;
             tracing::info!(listen = ?args.listen, admin = %args.ops.admin, "ai-extproc serving ext_proc, usage export and health");
-            shutdown_signal().await;
+            let died = tokio::select! {
+                _ = shutdown_signal() => None,
+                why = app.server_stopped() => Some(why),
+            };
+            if let Some(why) = died {
+                // Exit, so that whatever supervises this process starts a working one.
+                return Err(Failure(format!("the ext_proc server stopped: {why}")));
+            }
             app.drain(args.ops.drain_grace, args.ops.drain_timeout)
                 .await;
             Ok(())
@@ -353,7 +388,7 @@ pub async fn run(command: Command) -> Result<(), Failure> {
             print!("{}", route_table(&config));
             Ok(())
         }
-        Command::Run(args) => run_local(*args).await,
+        Command::Run(args) => run_local(*args, global_args).await,
         Command::Upstream(args) => run_upstream(args).await,
         Command::Healthcheck { target } => healthcheck(&target).await,
     }
@@ -409,7 +444,7 @@ pub fn route_table(config: &Config) -> String {
     out
 }
 
-async fn run_local(args: RunArgs) -> Result<(), Failure> {
+async fn run_local(args: RunArgs, global_args: Vec<String>) -> Result<(), Failure> {
     let options = LocalOptions {
         config: args.config.config.clone(),
         secret_env: args.config.secret_env.clone(),
@@ -428,10 +463,11 @@ async fn run_local(args: RunArgs) -> Result<(), Failure> {
         // The processor runs as a child of this binary, restarted if it dies.
         processor_binary: std::env::current_exe().ok(),
         processor_workers: Some(args.processor_workers),
+        processor_global_args: global_args,
         user_header: Some(args.usage.user_header.to_ascii_lowercase()),
         usage_log: args.usage.usage_log.clone(),
     };
-    let mut gateway = LocalGateway::start(options).await?;
+    let gateway = LocalGateway::start(options).await?;
     if args.fake_fireworks.is_some() {
         tracing::warn!("Fireworks traffic goes to the built-in fake (offline); set FIREWORKS_API_KEY to use api.fireworks.ai");
     }
@@ -440,13 +476,11 @@ async fn run_local(args: RunArgs) -> Result<(), Failure> {
         gateway.listen
     );
     print!("{}", route_table(&gateway.config.snapshot()));
-    tokio::select! {
-        _ = shutdown_signal() => {
-            tracing::info!("stopping");
-            Ok(())
-        }
-        how = gateway.wait_envoy() => Err(Failure(format!("Envoy exited: {how}"))),
-    }
+    // Envoy and the processor are restarted by their supervisors if they die; only a signal
+    // stops the gateway.
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    Ok(())
 }
 
 async fn run_upstream(args: UpstreamArgs) -> Result<(), Failure> {

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod envoy;
 pub mod extproc;
 pub mod gateway;

@@ -40,7 +40,8 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-        match run(cli.command).await {
+        let global_args = cli.global_args();
+        match run(cli.command, global_args).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(failure) => {
                 eprintln!("error: {}", failure.0);

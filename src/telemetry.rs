@@ -19,6 +19,16 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// The command-line spelling.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
 /// Keeps the trace exporter alive; flushes it when dropped.
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,

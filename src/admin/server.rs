@@ -1,5 +1,5 @@
-//! The admin HTTP endpoint: `/healthz` (alive), `/readyz` (valid config, not draining),
-//! `/metrics` (Prometheus text).
+//! The admin HTTP endpoint: `/healthz` (alive), `/readyz` (valid config, not draining, and the
+//! Envoy beside it serving when its admin address is known), `/metrics` (Prometheus text).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,6 +21,8 @@ pub struct AdminState {
     pub health: Health,
     pub metrics: Arc<Metrics>,
     pub usage: Option<UsageHub>,
+    /// Envoy's admin address, when readiness includes Envoy's (`run`, `serve --envoy-admin`).
+    pub envoy_admin: Option<std::net::SocketAddr>,
 }
 
 fn text(
@@ -35,7 +37,7 @@ fn text(
     r
 }
 
-fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n", "text/plain"),
         "/readyz" if state.health.is_draining() => {
@@ -46,7 +48,18 @@ fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             "no valid config loaded\n",
             "text/plain",
         ),
-        "/readyz" => text(StatusCode::OK, "ready\n", "text/plain"),
+        "/readyz" => match state.envoy_admin {
+            None => text(StatusCode::OK, "ready\n", "text/plain"),
+            // Asked at each probe: Envoy may have died (and be restarting) since the last one.
+            Some(addr) => match crate::envoy::admin::ready(addr).await {
+                Ok(()) => text(StatusCode::OK, "ready\n", "text/plain"),
+                Err(e) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("Envoy is not ready: {e}\n"),
+                    "text/plain",
+                ),
+            },
+        },
         "/metrics" => {
             if let Some(hub) = &state.usage {
                 state.metrics.usage_records_dropped.set(hub.dropped());
@@ -74,8 +87,8 @@ pub async fn serve_admin(listener: TcpListener, state: AdminState) {
         let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let response = answer(&state, &req);
-                async move { Ok::<_, Infallible>(response) }
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(answer(&state, &req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)

@@ -10,6 +10,7 @@ use regex::Regex;
 use super::cel::CelCost;
 use super::error::{ConfigError, Location};
 use super::load::{Obj, Object};
+use super::providers::{self, StreamUsage, STREAM_USAGE_ANNOTATION};
 use super::raw::{
     AIGatewayRouteSpec, AIServiceBackendSpec, BackendSecurityPolicySpec, BackendSpec,
     BackendTlsPolicySpec, DataObject, ObjectRefSpec, RuleSpec,
@@ -20,8 +21,7 @@ use super::runtime::{
 };
 use super::secret::SecretString;
 
-/// The header Envoy routes on, set by the processor from the body's `model`.
-pub const MODEL_HEADER: &str = "x-ai-eg-model";
+pub use crate::contract::MODEL_HEADER;
 /// Default whole-request timeout: long enough for multi-minute generations.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_OWNED_BY: &str = "Envoy AI Gateway";
@@ -467,12 +467,23 @@ impl<'a> Compiler<'a> {
             }
         };
         let api_key = self.api_key(obj, k);
+        let host = cluster.and_then(|c| self.config.clusters[c].host());
+        let stream_usage =
+            providers::stream_usage(&obj.meta.annotations, host).unwrap_or_else(|e| {
+                self.err(
+                    loc,
+                    format!("metadata.annotations.{STREAM_USAGE_ANNOTATION}"),
+                    e,
+                );
+                StreamUsage::default()
+            });
         let id = self.config.backends.len();
         self.config.backends.push(ServiceBackend {
             name: format!("{}/{}", k.0, k.1),
             prefix,
             api_key,
             cluster: cluster.unwrap_or(0),
+            stream_usage,
         });
         self.backend_ids.insert(k.clone(), id);
         Some(id)

@@ -5,6 +5,7 @@ mod cel;
 mod compile;
 mod error;
 mod load;
+mod providers;
 mod raw;
 mod reload;
 mod runtime;
@@ -22,6 +23,7 @@ pub use compile::{
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use load::{load_paths, parse_str, Object};
+pub use providers::{StreamUsage, STREAM_USAGE_ANNOTATION};
 pub use reload::{fingerprint, watch, ReloadOutcome};
 pub use runtime::{
     BackendId, CaSource, Cluster, ClusterId, Config, Cost, CostKind, Endpoint, HeaderMatch, Match,

@@ -18,6 +18,9 @@ pub struct Metadata {
     /// RFC 3339 creation time; the `created` of `/v1/models` entries when set.
     #[serde(default)]
     pub creation_timestamp: Option<String>,
+    /// Annotations; `ai-extproc.io/*` ones tune ai-extproc (see `config/providers.rs`).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// `aigateway.envoyproxy.io` `AIGatewayRoute` (v1alpha1 and v1beta1).

@@ -6,6 +6,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::cel::CelCost;
+use super::providers::StreamUsage;
 use super::secret::SecretString;
 
 /// Index of a [`Route`] in [`Config::routes`].
@@ -110,6 +111,8 @@ pub struct ServiceBackend {
     pub api_key: Option<SecretString>,
     /// The Envoy cluster carrying its traffic.
     pub cluster: ClusterId,
+    /// How it reports usage on streams.
+    pub stream_usage: StreamUsage,
 }
 
 /// An Envoy Gateway Backend with its TLS policy: one Envoy cluster.

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::local_reply;
 use crate::config::{CaSource, Cluster, Config, Endpoint, HeaderMatch, MODEL_HEADER};
+use crate::contract::{ENVOY_MAX_REQUEST_HEADERS, ENVOY_MAX_REQUEST_HEADERS_KB};
 use crate::gateway::{BACKEND_HEADER, METADATA_NAMESPACE};
 use crate::llm::ErrorBody;
 
@@ -99,7 +101,7 @@ impl Default for EnvoyOptions {
                 port: 50051,
             },
             access_log: "/dev/stdout".into(),
-            max_body_bytes: 16 * 1024 * 1024,
+            max_body_bytes: crate::contract::DEFAULT_MAX_BODY_BYTES,
             system_ca_file: system_ca_file(),
             overrides: Vec::new(),
             message_timeout: Duration::from_secs(10),
@@ -146,8 +148,11 @@ pub fn render(config: &Config, options: &EnvoyOptions) -> Value {
         }]},
         "layered_runtime": {"layers": [{
             "name": "static",
-            // Close finished ext_proc streams cleanly instead of with RST_STREAM.
-            "static_layer": {"envoy.reloadable_features.ext_proc_graceful_grpc_close": true}
+            // Off, and said so: with it on, Envoy 1.40 crashes (SIGSEGV) when a client leaves
+            // a request whose ext_proc stream has been open for about 50 s or more (a slow body,
+            // a hung provider, a long stream). Finished streams end with RST_STREAM instead,
+            // which the processor treats as the normal end. Regression test: tests/it/long.rs.
+            "static_layer": {"envoy.reloadable_features.ext_proc_graceful_grpc_close": false}
         }]},
         "static_resources": {
             "listeners": [listener(config, options)],
@@ -178,46 +183,40 @@ fn listener(config: &Config, options: &EnvoyOptions) -> Value {
                 // Generations and streams run for minutes.
                 "stream_idle_timeout": "300s",
                 "access_log": [access_log(config, options)],
-                "local_reply_config": local_reply(options),
+                "local_reply_config": local_reply::config(options.max_body_bytes),
+                "common_http_protocol_options": {"max_headers_count": ENVOY_MAX_REQUEST_HEADERS},
+                "max_request_headers_kb": ENVOY_MAX_REQUEST_HEADERS_KB,
                 "http_filters": [ext_proc_filter(options), {
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
                 }],
                 "route_config": {
                     "name": "ai_gateway",
-                    "virtual_hosts": [{"name": "ai_gateway", "domains": ["*"], "routes": routes(config)}]
+                    "virtual_hosts": [{
+                        "name": "ai_gateway",
+                        "domains": ["*"],
+                        "routes": routes(config),
+                        // The processor sees what matched a route here; what Envoy refuses before
+                        // routing (bad framing, HTTP/1.0, oversized headers) it answers itself,
+                        // at once (through the processor such replies were lost).
+                        "typed_per_filter_config": {EXT_PROC_FILTER: {
+                            "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                            "config": {}
+                        }}
+                    }]
                 }
             }
         }]}]
     })
 }
 
-/// Envoy's own 413 (a body over the buffer limit) in OpenAI's error shape, not plain text.
-fn local_reply(options: &EnvoyOptions) -> Value {
-    let message = format!(
-        "The request body is larger than this gateway accepts ({} bytes).",
-        options.max_body_bytes
-    );
-    json!({"mappers": [{
-        "filter": {"status_code_filter": {"comparison": {
-            "op": "EQ",
-            "value": {"default_value": 413, "runtime_key": "ai_gateway.local_reply.413"}
-        }}},
-        "body_format_override": {
-            "json_format": {"error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": null,
-                "code": "request_too_large"
-            }},
-            "content_type": "application/json"
-        }
-    }]})
-}
+/// The ext_proc filter's name; disabled on the listener, enabled on the virtual host.
+const EXT_PROC_FILTER: &str = "envoy.filters.http.ext_proc";
 
 fn ext_proc_filter(options: &EnvoyOptions) -> Value {
     json!({
-        "name": "envoy.filters.http.ext_proc",
+        "name": EXT_PROC_FILTER,
+        "disabled": true,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
             "grpc_service": {"envoy_grpc": {"cluster_name": PROCESSOR_CLUSTER}},

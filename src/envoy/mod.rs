@@ -1,7 +1,10 @@
 //! The Envoy side of the same config: a complete bootstrap (listener, ext_proc filter, routes on
-//! `x-ai-eg-model`, one cluster per Backend) rendered from the compiled [`Config`].
+//! `x-ai-eg-model`, one cluster per Backend) rendered from the compiled [`Config`], and a small
+//! client of Envoy's admin interface.
 
+pub mod admin;
 mod bootstrap;
+mod local_reply;
 
 pub use bootstrap::{
     render, render_yaml, BackendOverride, EnvoyOptions, HostPort, ProcessorAddress,

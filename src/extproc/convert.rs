@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 
+use crate::contract::PROCESSOR_REPLY_KEY;
 use crate::gateway::{
     BodyMode, Continue, Headers, Immediate, MetaValue, Reply, METADATA_NAMESPACE,
 };
@@ -56,6 +57,12 @@ pub fn response(answering: Answering, reply: Reply) -> ProcessingResponse {
             response: Some(processing_response::Response::ImmediateResponse(immediate(
                 i,
             ))),
+            // Marks the reply as the processor's, so Envoy's local-reply mapping (which shapes
+            // Envoy's own errors) leaves it as it is.
+            dynamic_metadata: metadata(&[(
+                PROCESSOR_REPLY_KEY.to_string(),
+                MetaValue::Str("ai-extproc".into()),
+            )]),
             ..ProcessingResponse::default()
         },
         Reply::Continue(c) => continue_response(answering, c),

@@ -1,6 +1,7 @@
 //! The `ExternalProcessor` gRPC service. Each ext_proc stream's replies are its messages mapped
 //! through the gateway's state machine as tonic pulls them; the state is dropped (its usage
-//! recorded) when Envoy closes the stream.
+//! recorded) when Envoy closes the stream. A message that decodes a large compressed body is
+//! answered on a blocking thread, so it holds up no other stream.
 
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessor;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
@@ -54,26 +55,36 @@ impl ExternalProcessor for Processor {
         &self,
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
-        let mut state = StreamState {
-            stream: Stream::with_options(self.config.snapshot(), self.options.clone()),
+        let state = StreamState {
+            stream: Some(Stream::with_options(
+                self.config.snapshot(),
+                self.options.clone(),
+            )),
             metrics: self.metrics.clone(),
             span: None,
             failed: false,
         };
         state.metrics.streams.inc();
         state.metrics.streams_active.inc();
-        // Each message is answered synchronously as tonic pulls the reply stream: no task and
-        // no channel per ext_proc stream, so a message costs no wake-up of another task.
-        let replies = request
-            .into_inner()
-            .map_while(move |message| state.answer(message));
+        // Each message is answered as tonic pulls the reply stream: no task and no channel per
+        // ext_proc stream, so a message costs no wake-up of another task (the future below
+        // completes in the poll that reads the message, unless it decodes a large body).
+        let replies = futures_util::stream::unfold(
+            (request.into_inner(), state),
+            |(mut inbound, mut state)| async move {
+                let message = inbound.next().await?;
+                let reply = state.answer(message).await?;
+                Some((reply, (inbound, state)))
+            },
+        );
         Ok(Response::new(Box::pin(replies)))
     }
 }
 
 /// One ext_proc stream's state; dropped (and its usage recorded) when the stream ends.
 struct StreamState {
-    stream: Stream,
+    /// Lent to a blocking thread while it decodes a large body.
+    stream: Option<Stream>,
     metrics: Arc<Metrics>,
     span: Option<tracing::Span>,
     failed: bool,
@@ -87,7 +98,7 @@ impl Drop for StreamState {
 
 impl StreamState {
     /// The reply to one message; `None` ends the stream (Envoy closed it, or it failed).
-    fn answer(
+    async fn answer(
         &mut self,
         message: Result<ProcessingRequest, Status>,
     ) -> Option<Result<ProcessingResponse, Status>> {
@@ -106,12 +117,43 @@ impl StreamState {
             .span
             .get_or_insert_with(|| stream_span(&message))
             .clone();
-        let _entered = span.enter();
         let is_body = matches!(
             message.request,
             Some(processing_request::Request::RequestBody(_))
         );
-        let mut reply = handle(&mut self.stream, message).map_err(|e| {
+        let mut stream = self.stream.take()?;
+        let large = match &message.request {
+            Some(
+                processing_request::Request::RequestBody(b)
+                | processing_request::Request::ResponseBody(b),
+            ) => stream.decodes_large_body(b.body.len(), b.end_of_stream),
+            _ => false,
+        };
+        let result = if large {
+            let in_thread = span.clone();
+            let work = tokio::task::spawn_blocking(move || {
+                let result = in_thread.in_scope(|| handle(&mut stream, message));
+                (stream, result)
+            });
+            match work.await {
+                Ok((stream, result)) => {
+                    self.stream = Some(stream);
+                    result
+                }
+                Err(e) => {
+                    tracing::error!(parent: &span, error = %e, "decoding a large body failed");
+                    self.metrics.stream_error("panic");
+                    self.failed = true;
+                    return Some(Err(Status::internal("the processor failed")));
+                }
+            }
+        } else {
+            let result = span.in_scope(|| handle(&mut stream, message));
+            self.stream = Some(stream);
+            result
+        };
+        let _entered = span.enter();
+        let mut reply = result.map_err(|e| {
             tracing::warn!(error = %e, "ext_proc protocol error");
             self.metrics.stream_error("protocol");
             Status::failed_precondition(e.to_string())

@@ -1,6 +1,7 @@
 //! The two kinds of failure: the client's (an OpenAI-style error response) and the processor's
 //! (the ext_proc stream fails; Envoy answers 500). One exhaustive mapping decides the response.
 
+use crate::contract::{MAX_REQUEST_HEADERS, MAX_REQUEST_HEADER_BYTES};
 use crate::llm::{ErrorBody, RequestError};
 
 use super::reply::Immediate;
@@ -12,6 +13,8 @@ pub enum ClientError {
     Request(#[from] RequestError),
     #[error("Unknown request URL: {method} {path}. Supported: POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, GET /v1/models.")]
     UnknownPath { method: String, path: String },
+    #[error("The request headers are too many or too large ({count} headers, {bytes} bytes; at most {MAX_REQUEST_HEADERS} headers and {MAX_REQUEST_HEADER_BYTES} bytes).")]
+    HeadersTooLarge { count: usize, bytes: usize },
     #[error("Method {method} is not allowed for {path}; use {allowed}.")]
     MethodNotAllowed {
         method: String,
@@ -26,6 +29,10 @@ pub enum ClientError {
     UnsupportedEncoding(String),
     #[error("The request body could not be decoded: {0}.")]
     BadEncoding(String),
+    #[error("The request body inflates to more than this gateway accepts ({0} bytes).")]
+    DecodedTooLarge(usize),
+    #[error("The request body inflates more than {0} times; send it less compressed.")]
+    CompressionRatio(usize),
 }
 
 /// A processor failure: the protocol with Envoy went wrong.
@@ -36,8 +43,6 @@ pub enum StreamError {
         got: &'static str,
         expected: &'static str,
     },
-    #[error("request without :path or :method")]
-    MissingPseudoHeader,
 }
 
 impl ClientError {
@@ -49,6 +54,12 @@ impl ClientError {
             ClientError::UnknownPath { .. } => {
                 (404, "invalid_request_error", None, Some("unknown_url"))
             }
+            ClientError::HeadersTooLarge { .. } => (
+                431,
+                "invalid_request_error",
+                None,
+                Some("request_header_fields_too_large"),
+            ),
             ClientError::MethodNotAllowed { .. } => (
                 405,
                 "invalid_request_error",
@@ -71,6 +82,12 @@ impl ClientError {
             ClientError::BadEncoding(_) => {
                 (400, "invalid_request_error", None, Some("bad_encoding"))
             }
+            ClientError::DecodedTooLarge(_) | ClientError::CompressionRatio(_) => (
+                413,
+                "invalid_request_error",
+                None,
+                Some("request_too_large"),
+            ),
         };
         let mut response =
             Immediate::json(status, ErrorBody::new(message, kind, param, code).to_json());

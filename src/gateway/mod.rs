@@ -14,15 +14,27 @@ pub use error::{ClientError, StreamError};
 pub use headers::Headers;
 pub use reply::{BodyMode, Continue, Immediate, MetaValue, Reply};
 pub use route::{select, Selection};
-pub use stream::{Stream, BACKEND_HEADER, METADATA_NAMESPACE};
+pub use stream::{Stream, BACKEND_HEADER, LARGE_COMPRESSED_BODY, METADATA_NAMESPACE};
 
 /// Per-process settings of the data path.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Request header naming the user in usage records (e.g. `x-user-id`).
     pub user_header: Option<String>,
     /// Where usage records go.
     pub usage: Option<crate::usage::UsageHub>,
+    /// Largest request body once decoded (Envoy bounds it before decoding).
+    pub max_body_bytes: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            user_header: None,
+            usage: None,
+            max_body_bytes: crate::contract::DEFAULT_MAX_BODY_BYTES,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::llm::{decode_all, response_info, Decoder, ErrorBody, SseReader, Usage, MAX_DECODED};
+use crate::llm::{
+    decode_all, response_info, Decoder, ErrorBody, Limits, SseReader, Usage, UsageChunkFilter,
+};
 
 use super::headers::Headers;
 use super::reply::{BodyMode, Continue};
@@ -23,8 +25,9 @@ pub enum ResponseBody {
     Sse {
         decoder: Option<Box<Decoder>>,
         reader: Box<SseReader>,
-        decoded: usize,
         broken: bool,
+        /// Takes out the usage-only chunk the gateway asked for and the client did not.
+        filter: Option<Box<UsageChunkFilter>>,
     },
     /// A non-2xx body that is not JSON: buffered, then rewritten as an OpenAI error.
     Error { encoding: String, buffer: Vec<u8> },
@@ -54,26 +57,31 @@ fn mime(headers: &Headers) -> String {
 }
 
 impl ResponseBody {
-    /// The reading a response needs, or `None` when its body can pass unseen.
-    pub fn for_response(headers: &Headers, status: u16) -> Option<Self> {
+    /// The reading a response needs, or `None` when its body can pass unseen. `strip_usage_chunk`:
+    /// the gateway asked for stream usage the client did not ask for.
+    pub fn for_response(headers: &Headers, status: u16, strip_usage_chunk: bool) -> Option<Self> {
         let mime = mime(headers);
         let encoding = headers.get("content-encoding").unwrap_or("").to_string();
         let is_json = mime == "application/json" || mime.ends_with("+json");
         match (200..300).contains(&status) {
             true if mime == "text/event-stream" => {
                 // An unknown encoding leaves the stream unread (it still passes through).
-                let (decoder, broken) = match Decoder::for_encoding(&encoding) {
+                let (decoder, broken) = match Decoder::for_encoding(&encoding, Limits::default()) {
                     Ok(d) => (d.map(Box::new), false),
                     Err(e) => {
                         tracing::warn!(error = %e, "usage of this stream cannot be read");
                         (None, true)
                     }
                 };
+                // Encoded streams pass as sent: the request asked for identity, and rewriting
+                // compressed bytes is not worth a client's stray chunk.
+                let filter = (strip_usage_chunk && decoder.is_none() && !broken)
+                    .then(Box::<UsageChunkFilter>::default);
                 Some(Self::Sse {
                     decoder,
                     reader: Box::default(),
-                    decoded: 0,
                     broken,
+                    filter,
                 })
             }
             true if is_json => Some(Self::Json {
@@ -89,6 +97,16 @@ impl ResponseBody {
         }
     }
 
+    /// Bytes buffered so far that [`ResponseBody::finish`] will decode, for a compressed body.
+    pub fn compressed_len(&self) -> Option<usize> {
+        match self {
+            Self::Json { encoding, buffer } | Self::Error { encoding, buffer } => {
+                (!matches!(encoding.trim(), "" | "identity")).then_some(buffer.len())
+            }
+            Self::Sse { .. } => None,
+        }
+    }
+
     pub fn mode(&self) -> BodyMode {
         match self {
             Self::Sse { .. } => BodyMode::Streamed,
@@ -96,64 +114,83 @@ impl ResponseBody {
         }
     }
 
-    pub fn feed(&mut self, chunk: &[u8], now: Instant) {
+    /// Reads a chunk; returns what the client gets instead of it, when that differs.
+    pub fn feed(&mut self, chunk: &[u8], now: Instant) -> Option<Bytes> {
         match self {
             Self::Json { buffer, .. } | Self::Error { buffer, .. } => {
-                buffer.extend_from_slice(chunk)
+                buffer.extend_from_slice(chunk);
+                None
             }
+            Self::Sse {
+                filter: Some(filter),
+                reader,
+                ..
+            } => filter.feed(chunk, reader, now),
             Self::Sse {
                 decoder,
                 reader,
-                decoded,
                 broken,
+                filter: None,
             } => {
                 if *broken {
-                    return;
+                    return None;
                 }
                 match decoder {
                     None => reader.feed(chunk, now),
                     Some(d) => match d.feed(chunk) {
-                        Ok(bytes) if *decoded + bytes.len() <= MAX_DECODED => {
-                            *decoded += bytes.len();
-                            reader.feed(&bytes, now);
-                        }
-                        Ok(_) | Err(_) => {
-                            tracing::warn!("cannot decode the event stream; usage not read");
+                        Ok(bytes) => reader.feed(&bytes, now),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot decode the event stream; usage not read");
                             *broken = true;
                         }
                     },
                 }
+                None
             }
+        }
+    }
+
+    /// The end of the body: bytes still held back, to send with the last chunk.
+    pub fn flush(&mut self, now: Instant) -> Option<Bytes> {
+        match self {
+            Self::Sse {
+                filter: Some(filter),
+                reader,
+                ..
+            } => filter.finish(reader, now),
+            Self::Sse { .. } | Self::Json { .. } | Self::Error { .. } => None,
         }
     }
 
     pub fn finish(self, status: u16, sent: Instant, now: Instant) -> ResponseOutcome {
         match self {
-            Self::Json { encoding, buffer } => match decode_all(&encoding, &buffer) {
-                Ok(body) if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() => {
-                    // A success that claims JSON but is not: the client could not use it either.
-                    tracing::warn!(
-                        status,
-                        "the provider sent an invalid JSON body; answering 502"
-                    );
-                    ResponseOutcome {
-                        replacement: Some(invalid_json_replacement(status)),
-                        ..ResponseOutcome::default()
+            Self::Json { encoding, buffer } => {
+                match decode_all(&encoding, &buffer, Limits::default()) {
+                    Ok(body) if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() => {
+                        // A success that claims JSON but is not: the client could not use it either.
+                        tracing::warn!(
+                            status,
+                            "the provider sent an invalid JSON body; answering 502"
+                        );
+                        ResponseOutcome {
+                            replacement: Some(invalid_json_replacement(status)),
+                            ..ResponseOutcome::default()
+                        }
+                    }
+                    Ok(body) => {
+                        let info = response_info(&body);
+                        ResponseOutcome {
+                            usage: info.usage,
+                            response_model: info.model,
+                            ..ResponseOutcome::default()
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot decode the response; usage not read");
+                        ResponseOutcome::default()
                     }
                 }
-                Ok(body) => {
-                    let info = response_info(&body);
-                    ResponseOutcome {
-                        usage: info.usage,
-                        response_model: info.model,
-                        ..ResponseOutcome::default()
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot decode the response; usage not read");
-                    ResponseOutcome::default()
-                }
-            },
+            }
             Self::Sse { mut reader, .. } => {
                 reader.finish(now);
                 let (ttft, itl) = timing(&reader, sent);
@@ -214,7 +251,7 @@ fn invalid_json_replacement(status: u16) -> Continue {
 
 /// A non-JSON provider error as OpenAI JSON, same status; `None` if it is JSON after all.
 fn error_replacement(status: u16, encoding: &str, body: &[u8]) -> Option<Continue> {
-    let decoded = decode_all(encoding, body).unwrap_or_else(|_| body.to_vec());
+    let decoded = decode_all(encoding, body, Limits::default()).unwrap_or_else(|_| body.to_vec());
     if serde_json::from_slice::<serde::de::IgnoredAny>(&decoded).is_ok() {
         return None;
     }

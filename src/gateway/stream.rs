@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::config::{Config, ServiceBackend, MODEL_HEADER};
+use crate::config::{Config, ServiceBackend, StreamUsage, MODEL_HEADER};
+use crate::contract::{MAX_REQUEST_HEADERS, MAX_REQUEST_HEADER_BYTES};
 use crate::llm::{
     apply_edits, decode_all, include_usage_edit, model_edit, models_body, parse_request,
-    DecodeError, Endpoint,
+    DecodeError, Endpoint, Limits,
 };
 
 use super::error::{ClientError, StreamError};
@@ -19,10 +20,11 @@ use super::response::{ResponseBody, ResponseOutcome};
 use super::route::{random_pick, select, Selection};
 use super::Options;
 
-/// Dynamic metadata namespace shared with Envoy AI Gateway.
-pub const METADATA_NAMESPACE: &str = "io.envoy.ai_gateway";
-/// Header the processor sets to the chosen AIServiceBackend, for rules with several backends.
-pub const BACKEND_HEADER: &str = "x-ai-eg-backend";
+pub use crate::contract::{BACKEND_HEADER, METADATA_NAMESPACE};
+
+/// Compressed bodies larger than this (in compressed bytes) are decoded off the thread that
+/// answers Envoy, so one large or hostile body does not hold up every other stream.
+pub const LARGE_COMPRESSED_BODY: usize = 64 * 1024;
 
 /// A request routed to a backend: what the response phases and the usage record need.
 #[derive(Debug, Clone)]
@@ -39,6 +41,8 @@ pub(crate) struct Routed {
     pub sent: Instant,
     /// Provider status, once response headers came.
     pub status: u16,
+    /// The gateway asked for stream usage the client did not: drop the usage-only chunk.
+    pub strip_usage_chunk: bool,
 }
 
 #[derive(Debug)]
@@ -95,6 +99,25 @@ impl Stream {
         }
     }
 
+    /// Whether the last part of a body (`len` more bytes, `end_of_stream`) makes the next
+    /// `on_*_body` decode a large compressed body: the edge then runs it on a blocking thread.
+    pub fn decodes_large_body(&self, len: usize, end_of_stream: bool) -> bool {
+        if !end_of_stream {
+            return false;
+        }
+        let compressed = match &self.phase {
+            Phase::RequestBody {
+                headers, buffer, ..
+            } => {
+                let encoding = headers.get("content-encoding").unwrap_or("").trim();
+                (!matches!(encoding, "" | "identity")).then_some(buffer.len())
+            }
+            Phase::ResponseBody(_, body) => body.compressed_len(),
+            Phase::RequestHeaders | Phase::ResponseHeaders(_) | Phase::Done => None,
+        };
+        compressed.is_some_and(|n| n + len > LARGE_COMPRESSED_BODY)
+    }
+
     /// Request headers: recognise the endpoint; answer `/v1/models` and bad paths here.
     pub fn on_request_headers(
         &mut self,
@@ -105,31 +128,32 @@ impl Stream {
             return Err(self.unexpected("request headers"));
         }
         self.started = Instant::now();
-        let (Some(method), Some(path)) = (headers.get(":method"), headers.get(":path")) else {
-            return Err(StreamError::MissingPseudoHeader);
-        };
-        let (method, path) = (method.to_string(), path.to_string());
+        // Every answer here ends the request; only a body to read changes the phase again.
+        self.phase = Phase::Done;
+        if let Err(e) = check_header_limits(&headers) {
+            return Ok(client_error(e));
+        }
+        // CONNECT has no :path; it is an unknown URL like any other.
+        let method = headers.get(":method").unwrap_or_default().to_string();
+        let path = headers.get(":path").unwrap_or_default().to_string();
         let Some(endpoint) = Endpoint::from_path(&path) else {
-            self.phase = Phase::Done;
             return Ok(client_error(ClientError::UnknownPath { method, path }));
         };
-        if method != endpoint.method() {
-            self.phase = Phase::Done;
+        if !endpoint.allows(&method) {
             return Ok(client_error(ClientError::MethodNotAllowed {
                 method,
                 path,
-                allowed: endpoint.method(),
+                allowed: endpoint.allow(),
             }));
         }
         if endpoint == Endpoint::Models {
-            self.phase = Phase::Done;
+            // Envoy drops the body of a reply to HEAD.
             return Ok(Reply::Immediate(Immediate::json(
                 200,
                 models_body(&self.config.models),
             )));
         }
         if end_of_stream {
-            self.phase = Phase::Done;
             return Ok(client_error(ClientError::MissingBody));
         }
         self.phase = Phase::RequestBody {
@@ -179,7 +203,8 @@ impl Stream {
         headers: &Headers,
         body: &[u8],
     ) -> Result<(Continue, Routed), ClientError> {
-        let decoded = decode_request_body(headers, body)?;
+        let limits = Limits::bytes(self.options.max_body_bytes as usize);
+        let decoded = decode_request_body(headers, body, limits)?;
         let body = decoded.as_deref().unwrap_or(body);
         let info = parse_request(endpoint, body)?;
         let config = &self.config;
@@ -204,10 +229,20 @@ impl Stream {
         if let Some(name) = &target.model_name_override {
             edits.push(model_edit(&info, name));
         }
-        // Costs need usage: make sure a stream reports it.
-        let streams_usage = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
-        if info.stream && streams_usage && !route.costs.is_empty() {
-            edits.extend(include_usage_edit(body, &info));
+        // Usage records, metrics and costs need a stream's usage: ask a provider that reports
+        // it only when asked, and take its extra chunk out of what the client did not ask for.
+        let ask_usage = info.stream
+            && !info.include_usage
+            && backend.stream_usage == StreamUsage::OnRequest
+            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
+        let usage_edit = ask_usage.then(|| include_usage_edit(body, &info)).flatten();
+        let strip_usage_chunk = usage_edit.is_some();
+        if let Some(edit) = usage_edit {
+            edits.push(edit);
+            // The chunk is taken out of plain text only.
+            reply
+                .set_headers
+                .push(("accept-encoding".into(), "identity".into()));
         }
         if decoded.is_some() {
             reply.remove_headers.push("content-encoding".into());
@@ -249,6 +284,7 @@ impl Stream {
             started: self.started,
             sent: Instant::now(),
             status: 0,
+            strip_usage_chunk,
         };
         Ok((reply, routed))
     }
@@ -281,7 +317,7 @@ impl Stream {
         let body = if end_of_stream {
             None
         } else {
-            ResponseBody::for_response(&headers, routed.status)
+            ResponseBody::for_response(&headers, routed.status, routed.strip_usage_chunk)
         };
         let mode = match body {
             Some(body) => {
@@ -309,16 +345,27 @@ impl Stream {
         let Phase::ResponseBody(_, body) = &mut self.phase else {
             return Err(self.unexpected("response body"));
         };
-        body.feed(&chunk, Instant::now());
+        let now = Instant::now();
+        let mut forwarded = body.feed(&chunk, now);
         if !end_of_stream {
-            return Ok(Reply::Continue(Continue::default()));
+            return Ok(Reply::Continue(Continue {
+                body: forwarded,
+                ..Continue::default()
+            }));
+        }
+        if let Some(rest) = body.flush(now) {
+            let head = forwarded.unwrap_or(chunk);
+            forwarded = Some([head, rest].concat().into());
         }
         let Phase::ResponseBody(routed, body) = std::mem::replace(&mut self.phase, Phase::Done)
         else {
             return Err(self.unexpected("response body"));
         };
-        let outcome = body.finish(routed.status, routed.sent, Instant::now());
+        let outcome = body.finish(routed.status, routed.sent, now);
         let mut reply = outcome.replacement.clone().unwrap_or_default();
+        if reply.body.is_none() {
+            reply.body = forwarded;
+        }
         reply.metadata = super::record::metadata(&self.config, &routed, &outcome);
         self.emit(&routed, &outcome);
         Ok(Reply::Continue(reply))
@@ -346,8 +393,13 @@ impl Drop for Stream {
     }
 }
 
-/// A compressed request body, decoded (providers take plain JSON); `None` when not compressed.
-fn decode_request_body(headers: &Headers, body: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+/// A compressed request body, decoded within `limits` (providers take plain JSON); `None` when
+/// not compressed.
+fn decode_request_body(
+    headers: &Headers,
+    body: &[u8],
+    limits: Limits,
+) -> Result<Option<Vec<u8>>, ClientError> {
     let encoding = headers
         .get("content-encoding")
         .unwrap_or("")
@@ -355,10 +407,14 @@ fn decode_request_body(headers: &Headers, body: &[u8]) -> Result<Option<Vec<u8>>
         .to_ascii_lowercase();
     match encoding.as_str() {
         "" | "identity" => Ok(None),
-        _ => decode_all(&encoding, body).map(Some).map_err(|e| match e {
-            DecodeError::Unsupported(enc) => ClientError::UnsupportedEncoding(enc),
-            other => ClientError::BadEncoding(other.to_string()),
-        }),
+        _ => decode_all(&encoding, body, limits)
+            .map(Some)
+            .map_err(|e| match e {
+                DecodeError::Unsupported(enc) => ClientError::UnsupportedEncoding(enc),
+                DecodeError::TooLarge(limit) => ClientError::DecodedTooLarge(limit),
+                DecodeError::RatioTooHigh(ratio) => ClientError::CompressionRatio(ratio),
+                DecodeError::Corrupt(_) => ClientError::BadEncoding(e.to_string()),
+            }),
     }
 }
 
@@ -389,6 +445,17 @@ fn provider_headers(
             reply.remove_headers.push(name.to_string());
         }
     }
+}
+
+/// The processor's bound on the request headers (Envoy's own sits higher, so that the headers
+/// the processor adds always fit).
+fn check_header_limits(headers: &Headers) -> Result<(), ClientError> {
+    let count = headers.iter().filter(|(n, _)| !n.starts_with(':')).count();
+    let bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if count > MAX_REQUEST_HEADERS || bytes > MAX_REQUEST_HEADER_BYTES {
+        return Err(ClientError::HeadersTooLarge { count, bytes });
+    }
+    Ok(())
 }
 
 fn client_error(e: ClientError) -> Reply {

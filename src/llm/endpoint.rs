@@ -32,10 +32,18 @@ impl Endpoint {
         }
     }
 
-    /// The HTTP method the endpoint takes.
-    pub fn method(self) -> &'static str {
+    /// Whether the endpoint takes `method` (HEAD wherever GET is).
+    pub fn allows(self, method: &str) -> bool {
         match self {
-            Self::Models => "GET",
+            Self::Models => matches!(method, "GET" | "HEAD"),
+            Self::ChatCompletions | Self::Completions | Self::Embeddings => method == "POST",
+        }
+    }
+
+    /// The methods it takes, as an `Allow` header value.
+    pub fn allow(self) -> &'static str {
+        match self {
+            Self::Models => "GET, HEAD",
             Self::ChatCompletions | Self::Completions | Self::Embeddings => "POST",
         }
     }

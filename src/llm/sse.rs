@@ -9,6 +9,10 @@ use serde::Deserialize;
 
 use super::usage::{RawUsage, Usage};
 
+mod usage_chunk;
+
+pub use usage_chunk::UsageChunkFilter;
+
 /// Longest line kept while waiting for its end; a longer one is skipped (bounded memory).
 pub const MAX_LINE: usize = 4 * 1024 * 1024;
 
@@ -40,6 +44,8 @@ pub struct SseState {
     pub malformed: u64,
     /// Events that carried generated text.
     pub token_events: u64,
+    /// OpenAI's usage-only chunks (`"choices": []` and a usage), sent when asked for.
+    pub usage_only_events: u64,
     /// `data: [DONE]` seen.
     pub done: bool,
     /// When the first and the latest token event arrived.
@@ -179,6 +185,9 @@ impl SseReader {
         let s = &mut self.state;
         if s.model.is_none() {
             s.model = chunk.model.map(|m| m.into_owned());
+        }
+        if chunk.choices.as_ref().is_some_and(Vec::is_empty) && chunk.usage.is_some() {
+            s.usage_only_events += 1;
         }
         if let Some(u) = chunk.usage {
             s.usage = Some(Usage::from(u));

@@ -122,7 +122,7 @@ const EMBEDDING_FIELDS: &[&str] = &[
 /// front of them) do: `429`, `503` (Fireworks' JSON envelope), `500` (a proxy's plain text),
 /// `sse-malformed` (a 100-event stream with a broken event in the middle, usage at the end),
 /// `reset` (a stream cut mid-way, after usage so far), `hang` (no answer at all), `garbage`
-/// (a 200 "JSON" body that is not JSON).
+/// (a 200 "JSON" body that is not JSON), `slow-stream` (one event a second for two minutes).
 pub const FAULT_HEADER: &str = "x-fake-fireworks-fault";
 
 fn fault_response(fault: &str, request_id: &str) -> http::Response<Body> {
@@ -139,6 +139,7 @@ fn fault_response(fault: &str, request_id: &str) -> http::Response<Body> {
     match fault {
         "sse-malformed" => malformed_stream(),
         "reset" => reset_stream(),
+        "slow-stream" => slow_stream(),
         "garbage" => bytes_response(
             200,
             "application/json",
@@ -168,6 +169,15 @@ fn reset_stream() -> http::Response<Body> {
         "fault: reset mid-stream",
     );
     sse_response_then(events, Duration::from_millis(20), Some(cut), &[])
+}
+
+/// A generation that takes two minutes: one token a second (clients that leave mid-way).
+fn slow_stream() -> http::Response<Body> {
+    let events = (0..120)
+        .map(|i| format!("data: {{\"model\":\"accounts/fireworks/models/qwen3-vl-235b-a22b-instruct\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i} \"}}}}]}}\n\n"))
+        .chain(["data: [DONE]\n\n".to_string()])
+        .collect();
+    sse_response(events, Duration::from_secs(1), &[])
 }
 
 fn malformed_stream() -> http::Response<Body> {

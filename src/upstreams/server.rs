@@ -102,7 +102,9 @@ where
         let (sni, kind, rec) = (sni.clone(), kind.clone(), rec.clone());
         async move { Ok::<_, Infallible>(handle(req, sni, &kind, &rec).await) }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Providers take more headers than hyper's default 100 (Envoy and the gateway add some).
+    builder.http1().max_headers(256);
     if let Err(e) = builder.serve_connection(io, service).await {
         tracing::debug!(error = %e, "upstream connection ended");
     }

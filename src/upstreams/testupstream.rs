@@ -41,7 +41,11 @@ pub fn handle(req: &Recorded, options: &TestOptions) -> http::Response<Body> {
                 .unwrap_or_default()
                 .to_string();
             if body.get("stream").and_then(|s| s.as_bool()) == Some(true) {
-                return stream(&model, options);
+                let include_usage = body
+                    .pointer("/stream_options/include_usage")
+                    .and_then(|v| v.as_bool())
+                    == Some(true);
+                return stream(&model, include_usage, options);
             }
             let body = json!({
                 "id": "chatcmpl-testupstream",
@@ -65,28 +69,36 @@ pub fn handle(req: &Recorded, options: &TestOptions) -> http::Response<Body> {
     }
 }
 
-/// An OpenAI-style stream: a role chunk, `stream_events` content chunks, a finishing chunk with
-/// usage (Fireworks style), `[DONE]`.
-fn stream(model: &str, options: &TestOptions) -> http::Response<Body> {
-    let chunk = |delta: serde_json::Value,
-                 finish: Option<&str>,
-                 usage: Option<serde_json::Value>| {
-        let v = json!({"id": "chatcmpl-testupstream", "object": "chat.completion.chunk", "created": 1_700_000_000,
-            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], "usage": usage});
+/// An OpenAI stream: a role chunk, `stream_events` content chunks, a finishing chunk, `[DONE]`.
+/// Usage only when asked (`stream_options.include_usage`), as OpenAI does: every chunk then
+/// carries `"usage": null` and one more chunk, with `"choices": []`, carries the usage.
+fn stream(model: &str, include_usage: bool, options: &TestOptions) -> http::Response<Body> {
+    let chunk = |choices: serde_json::Value, usage: Option<serde_json::Value>| {
+        let mut v = json!({"id": "chatcmpl-testupstream", "object": "chat.completion.chunk", "created": 1_700_000_000,
+            "model": model, "choices": choices});
+        if include_usage {
+            v["usage"] = usage.unwrap_or(serde_json::Value::Null);
+        }
         format!("data: {v}\n\n")
     };
+    let delta = |delta: serde_json::Value, finish: Option<&str>| json!([{"index": 0, "delta": delta, "finish_reason": finish}]);
     let words: Vec<&str> = ANSWER.split(' ').collect();
-    let mut events = vec![chunk(json!({"role": "assistant"}), None, None)];
+    let mut events = vec![chunk(delta(json!({"role": "assistant"}), None), None)];
     for i in 0..options.stream_events {
         let word = words[i % words.len()];
-        events.push(chunk(json!({"content": format!("{word} ")}), None, None));
+        events.push(chunk(
+            delta(json!({"content": format!("{word} ")}), None),
+            None,
+        ));
     }
-    let n = options.stream_events as u64;
-    events.push(chunk(
-        json!({}),
-        Some("stop"),
-        Some(json!({"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n})),
-    ));
+    events.push(chunk(delta(json!({}), Some("stop")), None));
+    if include_usage {
+        let n = options.stream_events as u64;
+        events.push(chunk(
+            json!([]),
+            Some(json!({"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n})),
+        ));
+    }
     events.push("data: [DONE]\n\n".to_string());
     sse_response(events, options.stream_interval, &[])
 }

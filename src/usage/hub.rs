@@ -103,7 +103,7 @@ impl UsageHub {
     fn count_drop(&self, why: &str) {
         let n = self.0.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         // The first drop and then one line per thousand: visible, not a log flood.
-        if n == 1 || n % 1000 == 0 {
+        if n == 1 || n.is_multiple_of(1000) {
             tracing::warn!(dropped_total = n, "usage record dropped: {why}");
         }
     }

@@ -73,7 +73,7 @@ fn compose_options(fake: bool) -> EnvoyOptions {
     }
     EnvoyOptions {
         listen: "0.0.0.0:8080".parse().unwrap(),
-        admin: "0.0.0.0:9901".parse().unwrap(),
+        admin: "127.0.0.1:9901".parse().unwrap(),
         processor: ProcessorAddress::Tcp {
             host: "ai-extproc".into(),
             port: 50051,
@@ -125,6 +125,14 @@ fn docker_compose_agrees_with_envoy_the_cli_and_the_dockerfile() {
         names,
         BTreeSet::from(["ai-extproc", "envoy", "fake-fireworks", "testupstream"])
     );
+    // Whatever dies is restarted, Envoy included.
+    for name in &names {
+        assert_eq!(
+            services[*name]["restart"].as_str(),
+            Some("unless-stopped"),
+            "{name} has no restart policy"
+        );
+    }
 
     // Envoy: the official image at the version the tests run, a bootstrap from envoy/.
     let envoy = &services["envoy"];
@@ -146,6 +154,12 @@ fn docker_compose_agrees_with_envoy_the_cli_and_the_dockerfile() {
     let offline: Value = yaml("envoy/compose-offline.yaml");
     let listener = &offline["static_resources"]["listeners"][0]["address"]["socket_address"];
     assert_eq!(listener["port_value"].as_u64(), Some(8080));
+    // Envoy's admin (config dump, quitquitquit) stays on the container's loopback.
+    for mode in ["offline", "live"] {
+        let admin = &yaml(&format!("envoy/compose-{mode}.yaml"))["admin"]["address"]
+            ["socket_address"]["address"];
+        assert_eq!(admin.as_str(), Some("127.0.0.1"), "{mode}");
+    }
     for dep in ["ai-extproc", "testupstream", "fake-fireworks"] {
         assert_eq!(
             envoy["depends_on"][dep]["condition"].as_str(),
@@ -357,10 +371,20 @@ fn kubernetes_manifests_reference_each_other_consistently() {
         admin.rsplit(':').next().unwrap(),
         admin_port["containerPort"].as_u64().unwrap().to_string()
     );
-    assert_eq!(
-        container["readinessProbe"]["httpGet"]["path"].as_str(),
-        Some("/readyz")
-    );
+    // The probes reach the admin endpoint: readiness (config loaded, not draining) and
+    // liveness (the process answers; a processor whose gRPC server dies exits instead).
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(
+            container[probe]["httpGet"]["path"].as_str(),
+            Some(path),
+            "{probe}"
+        );
+        assert_eq!(
+            container[probe]["httpGet"]["port"].as_str(),
+            Some("admin"),
+            "{probe}"
+        );
+    }
 
     // The key comes from the guide's Secret into the variable --secret-env names.
     let env = &container["env"][0];

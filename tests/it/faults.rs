@@ -78,8 +78,15 @@ async fn upstream_that_hangs_gets_a_timeout_in_openai_shape() {
         took < Duration::from_secs(10),
         "bounded by the rule's timeout: {took:?}"
     );
+    // Envoy's own timeout, said as such: not "the provider answered 504".
     let v = r.json();
-    assert_eq!(v["error"]["code"], "upstream_error", "{v}");
+    assert_eq!(v["error"]["code"], "upstream_timeout", "{v}");
+    assert_eq!(v["error"]["type"], "server_error", "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("The provider did not answer in time"),
+        "{v}"
+    );
     wait_for_async("stream state cleaned up", || async {
         streams_active(&gw).await == 0.0
     })
@@ -181,6 +188,51 @@ async fn in_run_mode_a_killed_processor_is_restarted() {
     .unwrap();
     let url = format!("{}/v1/chat/completions", gw.base);
     wait_for_200("traffic recovers", &gw.http, &url, Some(CHAT)).await;
+}
+
+#[tokio::test]
+async fn in_run_mode_a_killed_envoy_is_restarted_and_readyz_says_so_meanwhile() {
+    let gw = Gateway::start_with(Setup {
+        processor_process: true,
+        ..Setup::default()
+    })
+    .await;
+    let readyz = gw.admin_base() + "/readyz";
+    wait_for_async("processor ready", || async {
+        get(&gw.http, &readyz).await.0 == 200
+    })
+    .await;
+    let mut envoy = gw.inner.envoy.clone();
+    let first = envoy.borrow().pid().expect("Envoy running");
+    assert!(std::process::Command::new("kill")
+        .args(["-KILL", &first.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // While Envoy is down (restarts back off 500 ms first), the processor is not ready, and
+    // says why.
+    let mut down = None;
+    for _ in 0..100 {
+        let (status, text) = get(&gw.http, &readyz).await;
+        if status == 503 {
+            down = Some(text);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let down = down.expect("/readyz never said Envoy was down");
+    assert!(down.contains("Envoy is not ready"), "{down}");
+    // Restarted without anyone asking: a new process, and traffic flows again.
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        envoy.wait_for(|s| s.restarts() == 1 && s.pid().is_some_and(|p| p != first)),
+    )
+    .await
+    .expect("Envoy restarted")
+    .unwrap();
+    let url = format!("{}/v1/chat/completions", gw.base);
+    wait_for_200("traffic recovers", &gw.http, &url, Some(CHAT)).await;
+    assert_eq!(get(&gw.http, &readyz).await.0, 200);
 }
 
 #[tokio::test]

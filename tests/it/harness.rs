@@ -82,6 +82,7 @@ fn local_options(
         processor_workers: setup
             .processor_process
             .then(|| std::num::NonZeroUsize::new(1).expect("1")),
+        processor_global_args: Vec::new(),
         reload_interval: setup.reload_interval,
         usage_log: Some(dir.join("usage.jsonl")),
     }
@@ -302,4 +303,65 @@ pub fn terminate(pid: u32) {
         .status()
         .is_ok_and(|s| s.success());
     assert!(ok, "kill -TERM {pid}");
+}
+
+/// A raw HTTP/1.x exchange: what an HTTP client library would not send. Writes `request`, reads
+/// until the server closes (or 5 s), and splits the answer.
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> RawReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    RawReply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// What [`raw_http`] read.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The OpenAI error object, or a panic saying what came instead.
+    pub fn error(&self) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(self.body.trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"));
+        assert!(
+            v["error"]["message"].is_string() && v["error"]["type"].is_string(),
+            "not an OpenAI error: {self:?}"
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{self:?}"
+        );
+        v["error"].clone()
+    }
 }

@@ -1,6 +1,7 @@
 //! Soak: mixed traffic (chat, streams, embeddings, client and provider errors) for
 //! `SOAK_SECONDS` (60 in `make test`, 600 in `make soak`) against a separately running
 //! processor, sampling its RSS: flat after warm-up, and no error the traffic did not ask for.
+//! The minute-long requests of `long.rs` run beside it, so the suite pays that minute once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -67,11 +68,18 @@ fn rss_kb(pid: u32) -> u64 {
 }
 
 #[tokio::test]
-async fn soak_mixed_traffic_keeps_memory_flat() {
+async fn soak_and_minute_long_requests() {
     let seconds: u64 = std::env::var("SOAK_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
+    tokio::join!(
+        soak_mixed_traffic_keeps_memory_flat(seconds),
+        crate::long::minute_long_requests_leave_envoy_serving()
+    );
+}
+
+async fn soak_mixed_traffic_keeps_memory_flat(seconds: u64) {
     let secret = "fw_soak_key";
     let serve = start_serve(secret, &["--log", "warn"]).await;
     let pid = serve.child.id().unwrap();

@@ -50,8 +50,16 @@ fn sse_usage(text: &str) -> Value {
         .expect("a usage chunk")
 }
 
+/// The chunks of an SSE body, as JSON (`[DONE]` and comments left out).
+fn chunks(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .collect()
+}
+
 #[tokio::test]
-async fn streaming_without_include_usage_gets_it_added() {
+async fn fireworks_reports_stream_usage_unasked_so_nothing_is_added() {
     let (gw, mut records) = start().await;
     let body = r#"{"model":"qwen-thinking","stream":true,"messages":[{"role":"user","content":"Hello!"}]}"#;
     let r = gw
@@ -61,10 +69,14 @@ async fn streaming_without_include_usage_gets_it_added() {
     let seen = gw.fireworks().last().unwrap();
     assert_eq!(
         std::str::from_utf8(&seen.body).unwrap(),
-        r#"{"stream_options":{"include_usage":true},"model":"accounts/fireworks/models/qwen3-vl-30b-a3b-thinking","stream":true,"messages":[{"role":"user","content":"Hello!"}]}"#
+        body.replace(
+            "\"qwen-thinking\"",
+            "\"accounts/fireworks/models/qwen3-vl-30b-a3b-thinking\""
+        ),
+        "only the model changes: Fireworks sends usage without stream_options"
     );
-    // OpenAI semantics: the extra chunk with "choices": [] carries the usage.
-    assert!(r.text.contains(r#""choices":[]"#));
+    // Fireworks' usage rides on the finishing chunk; every chunk has a choice.
+    assert!(chunks(&r.text).iter().all(|c| c["choices"][0].is_object()));
     let usage = sse_usage(&r.text);
 
     let rec = next(&mut records).await;
@@ -113,6 +125,51 @@ async fn streaming_without_include_usage_gets_it_added() {
     assert_eq!(line["total_tokens"], rec.total_tokens);
     assert_eq!(line["costs"]["total_tokens"], rec.total_tokens as f64);
     assert_eq!(line["user"], "user123");
+}
+
+/// An OpenAI-semantics provider (the test upstream) reports stream usage only when asked: the
+/// gateway asks, reads it, and the client that did not ask (or said `false`) never sees the
+/// extra `"choices": []` chunk, which would break `chunk.choices[0]`. A client that asked gets it.
+#[tokio::test]
+async fn usage_asked_for_the_gateway_never_reaches_a_client_that_did_not_ask() {
+    let (gw, mut records) = start().await;
+    let stream_options = [
+        ("", false),
+        (r#""stream_options":{"include_usage":false},"#, false),
+        (r#""stream_options":{"include_usage":true},"#, true),
+    ];
+    for (options, asked) in stream_options {
+        let body = format!(
+            r#"{{"model":"some-cool-self-hosted-model",{options}"stream":true,"messages":[{{"role":"user","content":"Hi"}}]}}"#
+        );
+        let r = gw.post("/v1/chat/completions", &body, &[]).await;
+        assert_eq!(r.status, 200, "{options}");
+        let seen = gw.test_upstream().last().unwrap();
+        let sent = seen.json().unwrap();
+        assert_eq!(sent["stream_options"]["include_usage"], true, "{options}");
+        assert_eq!(sent["messages"][0]["content"], "Hi", "the rest as sent");
+        if !asked {
+            // The chunk is taken out of plain text: the gateway asked for no compression.
+            assert_eq!(seen.header("accept-encoding"), Some("identity"));
+        }
+        let got = chunks(&r.text);
+        let usage_chunks = got
+            .iter()
+            .filter(|c| c["choices"] == serde_json::json!([]))
+            .count();
+        assert_eq!(usage_chunks, usize::from(asked), "{options}: {}", r.text);
+        if !asked {
+            assert!(
+                got.iter().all(|c| c["choices"][0].is_object()),
+                "{}",
+                r.text
+            );
+        }
+        assert!(r.text.trim_end().ends_with("data: [DONE]"));
+        let rec = next(&mut records).await;
+        assert!(rec.usage_seen, "{options}: the gateway read the usage");
+        assert_eq!((rec.input_tokens, rec.output_tokens), (5, 8), "{options}");
+    }
 }
 
 #[tokio::test]
