@@ -79,9 +79,9 @@ COMPOSE_ENVOY := --listen-address 0.0.0.0:8080 --admin-address 127.0.0.1:9901 --
 FAKE_FIREWORKS := --backend-address envoy-ai-gateway-fireworks=fake-fireworks:8443 \
 	--backend-ca envoy-ai-gateway-fireworks=/certs/fake-fireworks-ca.pem
 envoy-config:
-	cargo run --quiet -- envoy-config $(CONFIG) --system-ca-file /etc/ssl/certs/ca-certificates.crt -o envoy/envoy.yaml
-	cargo run --quiet -- envoy-config $(CONFIG) $(COMPOSE_ENVOY) $(FAKE_FIREWORKS) -o envoy/compose-offline.yaml
-	cargo run --quiet -- envoy-config $(CONFIG) $(COMPOSE_ENVOY) -o envoy/compose-live.yaml
+	cargo run --quiet -- envoy-config $(CONFIG) $(SECRET_ENV) --system-ca-file /etc/ssl/certs/ca-certificates.crt -o envoy/envoy.yaml
+	cargo run --quiet -- envoy-config $(CONFIG) $(SECRET_ENV) $(COMPOSE_ENVOY) $(FAKE_FIREWORKS) -o envoy/compose-offline.yaml
+	cargo run --quiet -- envoy-config $(CONFIG) $(SECRET_ENV) $(COMPOSE_ENVOY) -o envoy/compose-live.yaml
 
 ## check: validate the examples and print the route table
 check:

@@ -252,11 +252,12 @@ FLOOR_ONE = dict(zip(RENDERED_MODES, ("request_header_mode: SEND", "request_body
 
 def start_product(tmp, name, modes, ready_headers=None, config="bench/gateway.yaml", port=18091):
     """ai-extproc serve (one worker, as `make run` starts it) and Envoy from `envoy-config`
-    listening on `port`, with the processing modes replaced as `modes` says."""
+    listening on `port`, with the processing modes replaced as `modes` says. As in `make run`,
+    Envoy puts the backend key on requests (its credential injector), not the processor."""
     sock = os.path.join(tmp, f"{len(procs)}.sock")
     workers = os.environ.get("BENCH_WORKERS", "1")
     proc = start([BIN, "--log", "warn", "--workers", workers, "serve", config, "--listen", f"unix:{sock}",
-                  "--admin", "127.0.0.1:19092", "--reload-interval", "0s"])
+                  "--admin", "127.0.0.1:19092", "--reload-interval", "0s", "--credentials", "envoy"])
     cfg = os.path.join(tmp, f"envoy-{len(procs)}.yaml")
     subprocess.run([BIN, "envoy-config", config, "--processor-address", f"unix:{sock}",
                     "--listen-address", f"127.0.0.1:{port}", "--admin-address", "127.0.0.1:19902",
@@ -267,7 +268,8 @@ def start_product(tmp, name, modes, ready_headers=None, config="bench/gateway.ya
             raise SystemExit(f"{name}: the rendered bootstrap has no single {old!r}")
         text = text.replace(old, new)
     open(cfg, "w").write(text)
-    envoy = start([ENVOY, "-c", cfg, "--concurrency", "2", "--use-dynamic-base-id", "--log-level", "error"])
+    envoy = start([ENVOY, "-c", cfg, "--concurrency", "2", "--use-dynamic-base-id", "--log-level", "error"],
+                  env={"AI_EXTPROC_SECRET_BENCH_KEY": "sk-bench"})
     wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", {"content-type": "application/json", **(ready_headers or {})}, BODY)
     return envoy, proc
 

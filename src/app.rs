@@ -27,6 +27,8 @@ pub struct AppOptions {
     pub envoy_admin: Option<SocketAddr>,
     /// Largest request body once decoded (the same bound as Envoy's buffer limit).
     pub max_body_bytes: u32,
+    /// The processor puts backend keys on requests (else Envoy does).
+    pub inject_keys: bool,
     pub user_header: Option<String>,
     pub usage_log: Option<PathBuf>,
     /// How often the config files are checked for changes; none to not reload.
@@ -79,9 +81,11 @@ impl App {
             &options.config,
             &CompileOptions::from_env(options.secret_env.clone()),
         )?;
+        config::log_warnings(&compiled);
         let handle = ConfigHandle::new(compiled);
         let metrics = Arc::new(Metrics::new());
         metrics.config_generation.set(handle.generation());
+        metrics.config_loaded(&handle.snapshot(), 0);
         let workers = tokio::runtime::Handle::current().metrics().num_workers();
         metrics
             .runtime_workers
@@ -133,9 +137,14 @@ impl App {
                 h,
                 interval,
                 move |outcome| match outcome {
-                    ReloadOutcome::Applied { generation, config } => {
+                    ReloadOutcome::Applied {
+                        generation,
+                        config,
+                        emptied,
+                    } => {
                         m.reload(true);
                         m.config_generation.set(generation);
+                        m.config_loaded(&config, emptied.len());
                         let _ = reload_tx.send(config);
                     }
                     ReloadOutcome::Rejected(_) => m.reload(false),
@@ -148,6 +157,7 @@ impl App {
                 user_header: options.user_header.clone(),
                 usage: Some(usage.clone()),
                 max_body_bytes: options.max_body_bytes,
+                inject_keys: options.inject_keys,
             },
             metrics.clone(),
         );

@@ -10,7 +10,9 @@ pub use crate::telemetry::LogFormat;
 
 use crate::app::{App, AppOptions};
 use crate::config::{self, CompileOptions, Config};
-use crate::envoy::{render_yaml, BackendOverride, EnvoyOptions, HostPort, ProcessorAddress};
+use crate::envoy::{
+    render_yaml, BackendOverride, Credentials, EnvoyOptions, HostPort, ProcessorAddress,
+};
 use crate::extproc::Listen;
 use crate::local::{LocalGateway, LocalOptions};
 use crate::upstreams::{self, FireworksOptions, TestOptions, UpstreamKind};
@@ -131,6 +133,21 @@ pub struct ServeArgs {
     /// buffer limit (`envoy-config --max-body-bytes`).
     #[arg(long, env = "AI_EXTPROC_MAX_BODY_BYTES", default_value_t = crate::contract::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: u32,
+    /// Who puts backend keys on requests: `processor` (a header mutation; beside Envoy Gateway),
+    /// or `envoy` (its credential injector, with a bootstrap from `envoy-config`: keys then never
+    /// show in Envoy's logs).
+    #[arg(long, env = "AI_EXTPROC_CREDENTIALS", value_enum, default_value_t = CredentialsArg::Processor)]
+    pub credentials: CredentialsArg,
+}
+
+/// Who puts backend keys on requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CredentialsArg {
+    /// The processor, as a header mutation.
+    Processor,
+    /// Envoy, with its credential injector (from the environment variable that overrides each
+    /// key's Secret, for `envoy-config`).
+    Envoy,
 }
 
 /// Envoy rendering flags shared by `envoy-config` and `run`.
@@ -169,6 +186,11 @@ pub struct EnvoyConfigArgs {
     /// Where Envoy reaches the processor: host:port (a DNS name works) or unix:/path.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub processor_address: String,
+    /// Who puts backend keys on requests: `envoy` (its credential injector reads each key from
+    /// the environment variable that overrides its Secret; pair with `serve --credentials
+    /// envoy`), or `processor` (pair with `serve`).
+    #[arg(long, value_enum, default_value_t = CredentialsArg::Envoy)]
+    pub credentials: CredentialsArg,
     /// Write to FILE instead of standard output.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -353,6 +375,7 @@ pub async fn run(command: Command, global_args: Vec<String>) -> Result<(), Failu
                     admin: Some(args.ops.admin),
                     envoy_admin: args.envoy_admin,
                     max_body_bytes: args.max_body_bytes,
+                    inject_keys: args.credentials == CredentialsArg::Processor,
                     user_header: Some(args.usage.user_header.to_ascii_lowercase()),
                     usage_log: args.usage.usage_log.clone(),
                     reload_interval: args.ops.reload(),
@@ -376,6 +399,10 @@ pub async fn run(command: Command, global_args: Vec<String>) -> Result<(), Failu
             let config = load(&args.config)?;
             let mut options = args.envoy.options()?;
             options.processor = processor_address(&args.processor_address)?;
+            options.credentials = match args.credentials {
+                CredentialsArg::Processor => Credentials::Processor,
+                CredentialsArg::Envoy => Credentials::EnvoyEnv,
+            };
             let yaml = render_yaml(&config, &options);
             match args.output {
                 Some(path) => std::fs::write(path, yaml)?,
@@ -386,6 +413,9 @@ pub async fn run(command: Command, global_args: Vec<String>) -> Result<(), Failu
         Command::Check(args) => {
             let config = load(&args)?;
             print!("{}", route_table(&config));
+            for w in &config.warnings {
+                eprintln!("warning: {w}");
+            }
             Ok(())
         }
         Command::Run(args) => run_local(*args, global_args).await,

@@ -14,10 +14,17 @@ pub const METADATA_NAMESPACE: &str = "io.envoy.ai_gateway";
 pub const PROCESSOR_REPLY_KEY: &str = "processor_reply";
 /// Largest request body, buffered by Envoy and decoded by the processor (413 beyond).
 pub const DEFAULT_MAX_BODY_BYTES: u32 = 16 * 1024 * 1024;
-/// Headers a request may have, counted as Envoy passes them to the processor, pseudo-headers
-/// aside (the client's and the two Envoy adds: about 100, as Envoy alone allows), and their
-/// total size: the processor answers 431 beyond.
+/// Headers a client may send (counted as Envoy passes them to the processor, pseudo-headers and
+/// [`ENVOY_ADDED_HEADERS`] aside: as many as Envoy alone allows), and their total size: the
+/// processor answers 431 beyond.
 pub const MAX_REQUEST_HEADERS: usize = 100;
+/// What Envoy adds to every request before the processor sees it.
+pub const ENVOY_ADDED_HEADERS: [&str; 4] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-request-id",
+    "x-envoy-external-address",
+];
 pub const MAX_REQUEST_HEADER_BYTES: usize = 60 * 1024;
 /// Envoy's own limits sit above the processor's, leaving room for the headers the processor
 /// adds (model, backend, credentials, trace context): a header mutation that crossed Envoy's

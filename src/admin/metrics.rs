@@ -75,6 +75,8 @@ pub struct Metrics {
     immediate_responses: Family<StatusLabel, Counter>,
     config_reloads: Family<ResultLabel, Counter>,
     pub config_generation: Gauge<u64, AtomicU64>,
+    config_warnings: Gauge<u64, AtomicU64>,
+    config_files_emptied: Counter,
     pub usage_records_dropped: Gauge<u64, AtomicU64>,
     pub runtime_workers: Gauge<u64, AtomicU64>,
 }
@@ -105,6 +107,8 @@ impl Metrics {
             immediate_responses: Family::default(),
             config_reloads: Family::default(),
             config_generation: Gauge::default(),
+            config_warnings: Gauge::default(),
+            config_files_emptied: Counter::default(),
             usage_records_dropped: Gauge::default(),
             runtime_workers: Gauge::default(),
             registry: Registry::default(),
@@ -160,6 +164,16 @@ impl Metrics {
             m.config_generation.clone(),
         );
         registry.register(
+            "ai_extproc_config_warnings",
+            "Warnings of the config in use (a shadowed rule, an unused Backend...; see the log)",
+            m.config_warnings.clone(),
+        );
+        registry.register(
+            "ai_extproc_config_files_emptied",
+            "Reloads that removed every route of a file that had some (a truncated save?)",
+            m.config_files_emptied.clone(),
+        );
+        registry.register(
             "ai_extproc_usage_records_dropped",
             "Usage records some consumer did not get (buffer full)",
             m.usage_records_dropped.clone(),
@@ -193,6 +207,14 @@ impl Metrics {
                 status: status.to_string(),
             })
             .inc();
+    }
+
+    /// A config came into use; `emptied` files lost all their routes with it.
+    pub fn config_loaded(&self, config: &crate::config::Config, emptied: usize) {
+        self.config_warnings
+            .set(u64::try_from(config.warnings.len()).unwrap_or(u64::MAX));
+        self.config_files_emptied
+            .inc_by(u64::try_from(emptied).unwrap_or(u64::MAX));
     }
 
     pub fn reload(&self, applied: bool) {

@@ -13,13 +13,14 @@ use super::load::{Obj, Object};
 use super::providers::{self, StreamUsage, STREAM_USAGE_ANNOTATION};
 use super::raw::{
     AIGatewayRouteSpec, AIServiceBackendSpec, BackendSecurityPolicySpec, BackendSpec,
-    BackendTlsPolicySpec, DataObject, ObjectRefSpec, RuleSpec,
+    BackendTlsPolicySpec, DataObject, ObjectRefSpec, RuleSpec, SecurityPolicySpec,
 };
 use super::runtime::{
-    BackendId, CaSource, Cluster, ClusterId, Config, Cost, CostKind, Endpoint, HeaderMatch, Match,
-    ModelInfo, Route, Rule, ServiceBackend, Tls, WeightedBackend,
+    BackendId, CaSource, Cluster, ClusterId, Config, Cost, CostKind, Endpoint, HeaderMatch,
+    KeySource, Match, ModelInfo, Route, Rule, ServiceBackend, Tls, WeightedBackend,
 };
 use super::secret::SecretString;
+use super::{checks, cors};
 
 pub use crate::contract::MODEL_HEADER;
 /// Default whole-request timeout: long enough for multi-minute generations.
@@ -42,6 +43,10 @@ pub struct CompileOptions {
 type Key = (String, String);
 
 struct Index<'a> {
+    routes: Vec<&'a Obj<AIGatewayRouteSpec>>,
+    security_policies: Vec<&'a Obj<SecurityPolicySpec>>,
+    /// Known kinds read and not applied, with why.
+    skipped: Vec<(&'a Location, &'a str)>,
     service_backends: HashMap<Key, &'a Obj<AIServiceBackendSpec>>,
     policies: Vec<&'a Obj<BackendSecurityPolicySpec>>,
     backends: HashMap<Key, &'a Obj<BackendSpec>>,
@@ -54,6 +59,7 @@ struct Compiler<'a> {
     index: Index<'a>,
     options: &'a CompileOptions,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
     config: Config,
     backend_ids: HashMap<Key, BackendId>,
     cluster_ids: HashMap<Key, ClusterId>,
@@ -84,15 +90,22 @@ pub fn compile(objects: &[Object], options: &CompileOptions) -> Result<Config, V
         index,
         options,
         errors,
+        warnings: Vec::new(),
         config: Config::default(),
         backend_ids: HashMap::new(),
         cluster_ids: HashMap::new(),
     };
-    for object in objects {
-        if let Object::Route(route) = object {
-            c.route(route);
-        }
+    for route in c.index.routes.clone() {
+        c.route(route);
     }
+    c.config.cors = cors::compile(&c.index.security_policies, &c.index.routes, &mut c.errors);
+    c.unused_objects();
+    for (location, why) in &c.index.skipped {
+        c.warnings
+            .push(ConfigError::new(location, "", (*why).to_string()));
+    }
+    c.warnings.extend(checks::shadowed_matches(&c.config));
+    c.config.warnings = std::mem::take(&mut c.warnings);
     if c.config.routes.is_empty() && c.errors.is_empty() {
         c.errors.push(ConfigError {
             location: Location {
@@ -113,6 +126,9 @@ pub fn compile(objects: &[Object], options: &CompileOptions) -> Result<Config, V
 
 fn build_index<'a>(objects: &'a [Object], errors: &mut Vec<ConfigError>) -> Index<'a> {
     let mut index = Index {
+        routes: Vec::new(),
+        security_policies: Vec::new(),
+        skipped: Vec::new(),
         service_backends: HashMap::new(),
         policies: Vec::new(),
         backends: HashMap::new(),
@@ -135,9 +151,11 @@ fn build_index<'a>(objects: &'a [Object], errors: &mut Vec<ConfigError>) -> Inde
     }
     for object in objects {
         match object {
-            Object::Route(_) => {}
+            Object::Route(o) => index.routes.push(o),
+            Object::SecurityPolicy(o) => index.security_policies.push(o),
+            Object::Skipped { location, why } => index.skipped.push((location, why)),
             Object::ServiceBackend(o) => insert(&mut index.service_backends, o, errors),
-            Object::SecurityPolicy(o) => index.policies.push(o),
+            Object::BackendSecurityPolicy(o) => index.policies.push(o),
             Object::Backend(o) => insert(&mut index.backends, o, errors),
             Object::TlsPolicy(o) => index.tls_policies.push(o),
             Object::Secret(o) => insert(&mut index.secrets, o, errors),
@@ -150,6 +168,35 @@ fn build_index<'a>(objects: &'a [Object], errors: &mut Vec<ConfigError>) -> Inde
 impl<'a> Compiler<'a> {
     fn err(&mut self, location: &Location, path: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError::new(location, path, message));
+    }
+
+    fn warn(&mut self, location: &Location, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings
+            .push(ConfigError::new(location, path, message));
+    }
+
+    /// Backends and AIServiceBackends that no rule reaches: probably a typo in a reference.
+    fn unused_objects(&mut self) {
+        let mut unused: Vec<(&Location, String)> = Vec::new();
+        for (k, obj) in &self.index.service_backends {
+            if !self.backend_ids.contains_key(k) {
+                unused.push((
+                    &obj.location,
+                    format!("no rule routes to AIServiceBackend {}/{}", k.0, k.1),
+                ));
+            }
+        }
+        for (k, obj) in &self.index.backends {
+            if !self.cluster_ids.contains_key(k) {
+                unused.push((&obj.location, format!("no rule reaches Backend {}/{} (no AIServiceBackend of a rule refers to it)", k.0, k.1)));
+            }
+        }
+        unused.sort_by(|a, b| (&a.0.file, a.0.doc).cmp(&(&b.0.file, b.0.doc)));
+        let found: Vec<ConfigError> = unused
+            .into_iter()
+            .map(|(loc, message)| ConfigError::new(loc, "metadata.name", message))
+            .collect();
+        self.warnings.extend(found);
     }
 
     fn route(&mut self, obj: &'a Obj<AIGatewayRouteSpec>) {
@@ -170,6 +217,7 @@ impl<'a> Compiler<'a> {
         let route_id = self.config.routes.len();
         self.config.routes.push(Route {
             name: format!("{}/{}", ns(obj), obj.meta.name),
+            location: obj.location.clone(),
             costs,
         });
         if obj.spec.rules.is_empty() {
@@ -367,6 +415,13 @@ impl<'a> Compiler<'a> {
                     );
                     continue;
                 }
+                if let Some(why) = checks::unknowable_header(&name) {
+                    self.warn(
+                        loc,
+                        format!("{hpath}.name"),
+                        format!("the processor and Envoy may disagree on {name:?}: {why}"),
+                    );
+                }
                 match h.kind.as_deref().unwrap_or("Exact") {
                     "Exact" => headers.push(HeaderMatch::Exact {
                         name,
@@ -466,7 +521,7 @@ impl<'a> Compiler<'a> {
                 None
             }
         };
-        let api_key = self.api_key(obj, k);
+        let (api_key, key_source) = self.api_key(obj, k).unzip();
         let host = cluster.and_then(|c| self.config.clusters[c].host());
         let stream_usage =
             providers::stream_usage(&obj.meta.annotations, host).unwrap_or_else(|e| {
@@ -482,6 +537,7 @@ impl<'a> Compiler<'a> {
             name: format!("{}/{}", k.0, k.1),
             prefix,
             api_key,
+            key_source,
             cluster: cluster.unwrap_or(0),
             stream_usage,
         });
@@ -489,7 +545,12 @@ impl<'a> Compiler<'a> {
         Some(id)
     }
 
-    fn api_key(&mut self, obj: &Obj<AIServiceBackendSpec>, k: &Key) -> Option<SecretString> {
+    /// The backend's key, and where an Envoy that injects it itself finds it.
+    fn api_key(
+        &mut self,
+        obj: &Obj<AIServiceBackendSpec>,
+        k: &Key,
+    ) -> Option<(SecretString, KeySource)> {
         let policies: Vec<&Obj<BackendSecurityPolicySpec>> = self
             .index
             .policies
@@ -552,10 +613,22 @@ impl<'a> Compiler<'a> {
             );
             return None;
         };
+        let source = KeySource {
+            secret: format!("{}/{}", sk.0, sk.1),
+            env_var: self.secret_env_name(&sk.1),
+        };
         if let Some(value) = self.secret_override(&sk.1) {
-            return Some(SecretString::new(value));
+            return Some((SecretString::new(value), source));
         }
-        match secret_value(&secret.spec, "apiKey") {
+        let key = match secret_value(&secret.spec, "apiKey") {
+            Ok(Some(v)) if v.trim().is_empty() => {
+                self.warn(
+                    &secret.location,
+                    "stringData.apiKey",
+                    format!("the key is empty: requests to {}/{} carry no usable key (set {} or --secret-env)", k.0, k.1, secret_env_var(&sk.1)),
+                );
+                Some(SecretString::new(String::new()))
+            }
             Ok(Some(v)) => Some(SecretString::new(v.trim().to_string())),
             Ok(None) => {
                 self.err(
@@ -569,7 +642,18 @@ impl<'a> Compiler<'a> {
                 self.err(&secret.location, "data.apiKey", e);
                 None
             }
-        }
+        };
+        key.map(|k| (k, source))
+    }
+
+    /// The variable that overrides Secret `secret_name`: its `--secret-env` mapping, else
+    /// `AI_EXTPROC_SECRET_<NAME>`.
+    fn secret_env_name(&self, secret_name: &str) -> String {
+        self.options
+            .secret_env
+            .iter()
+            .find(|(name, _)| name == secret_name)
+            .map_or_else(|| secret_env_var(secret_name), |(_, var)| var.clone())
     }
 
     /// The documented override rule: `--secret-env NAME=VAR` first, then

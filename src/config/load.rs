@@ -1,6 +1,8 @@
 //! Reads Kubernetes YAML (files, directories, multi-document streams) into typed objects.
-//! Objects of kinds ai-extproc does not use are skipped with a debug line; every problem is
-//! collected with its place, so one run reports them all.
+//! Objects of kinds ai-extproc does not use are skipped (a warning when the kind is one whose
+//! effect a user would expect, a debug line otherwise); a kind in an API group ai-extproc reads
+//! that it does not know, or a near miss of one of its kinds (`AIGatewayRoutes`), is an error:
+//! a typo must not silently drop a route. Every problem is collected with its place.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +12,7 @@ use serde::Deserialize;
 use super::error::{ConfigError, Location};
 use super::raw::{
     AIGatewayRouteSpec, AIServiceBackendSpec, BackendSecurityPolicySpec, BackendSpec,
-    BackendTlsPolicySpec, DataObject, Metadata,
+    BackendTlsPolicySpec, DataObject, Metadata, SecurityPolicySpec,
 };
 
 /// A parsed object with where it came from.
@@ -26,11 +28,17 @@ pub struct Obj<T> {
 pub enum Object {
     Route(Obj<AIGatewayRouteSpec>),
     ServiceBackend(Obj<AIServiceBackendSpec>),
-    SecurityPolicy(Obj<BackendSecurityPolicySpec>),
+    BackendSecurityPolicy(Obj<BackendSecurityPolicySpec>),
     Backend(Obj<BackendSpec>),
     TlsPolicy(Obj<BackendTlsPolicySpec>),
     Secret(Obj<DataObject>),
     ConfigMap(Obj<DataObject>),
+    SecurityPolicy(Obj<SecurityPolicySpec>),
+    /// A known kind ai-extproc does not apply, kept to be reported as a warning.
+    Skipped {
+        location: Location,
+        why: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -44,14 +52,41 @@ struct TypeMeta {
 enum Dispatch {
     Route,
     ServiceBackend,
-    SecurityPolicy,
+    BackendSecurityPolicy,
     Backend,
     TlsPolicy,
     Secret,
     ConfigMap,
+    SecurityPolicy,
+    /// A kind of another tool (Gateway, Deployment...): a debug line.
     Ignore,
+    /// A kind whose effect a user may expect from ai-extproc: a warning saying it is not applied.
+    Skip(&'static str),
+    /// A kind ai-extproc should know and does not: an error.
+    Unknown(String),
     BadVersion(&'static str),
 }
+
+/// The kinds ai-extproc reads.
+const OUR_KINDS: [&str; 8] = [
+    "AIGatewayRoute",
+    "AIServiceBackend",
+    "BackendSecurityPolicy",
+    "Backend",
+    "BackendTLSPolicy",
+    "Secret",
+    "ConfigMap",
+    "SecurityPolicy",
+];
+
+/// Envoy Gateway kinds that Envoy Gateway applies, not ai-extproc.
+const ENVOY_GATEWAY_KINDS: [&str; 5] = [
+    "ClientTrafficPolicy",
+    "EnvoyExtensionPolicy",
+    "EnvoyPatchPolicy",
+    "EnvoyProxy",
+    "HTTPRouteFilter",
+];
 
 fn dispatch(api_version: &str, kind: &str) -> Dispatch {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
@@ -64,16 +99,61 @@ fn dispatch(api_version: &str, kind: &str) -> Dispatch {
         }
         ("aigateway.envoyproxy.io", "AIGatewayRoute") => Dispatch::Route,
         ("aigateway.envoyproxy.io", "AIServiceBackend") => Dispatch::ServiceBackend,
-        ("aigateway.envoyproxy.io", "BackendSecurityPolicy") => Dispatch::SecurityPolicy,
-        ("gateway.envoyproxy.io", "Backend") if version != "v1alpha1" => {
+        ("aigateway.envoyproxy.io", "BackendSecurityPolicy") => Dispatch::BackendSecurityPolicy,
+        ("aigateway.envoyproxy.io", other) => Dispatch::Unknown(format!(
+            "kind {other:?} of aigateway.envoyproxy.io is not one ai-extproc applies{} (it reads AIGatewayRoute, AIServiceBackend, BackendSecurityPolicy)",
+            near_miss(other).map(|k| format!("; did you mean {k}?")).unwrap_or_default()
+        )),
+        ("gateway.envoyproxy.io", "Backend" | "SecurityPolicy") if version != "v1alpha1" => {
             Dispatch::BadVersion("gateway.envoyproxy.io/v1alpha1")
         }
         ("gateway.envoyproxy.io", "Backend") => Dispatch::Backend,
+        ("gateway.envoyproxy.io", "SecurityPolicy") => Dispatch::SecurityPolicy,
+        ("gateway.envoyproxy.io", "BackendTrafficPolicy") => Dispatch::Skip(
+            "not applied by ai-extproc (its retries, timeouts and rate limits are Envoy Gateway's)",
+        ),
+        ("gateway.envoyproxy.io", k) if ENVOY_GATEWAY_KINDS.contains(&k) => Dispatch::Ignore,
+        ("gateway.envoyproxy.io", other) => Dispatch::Unknown(format!(
+            "unknown kind {other:?} of gateway.envoyproxy.io{}",
+            near_miss(other).map(|k| format!("; did you mean {k}?")).unwrap_or_default()
+        )),
         ("gateway.networking.k8s.io", "BackendTLSPolicy") => Dispatch::TlsPolicy,
         ("", "Secret") if version == "v1" => Dispatch::Secret,
         ("", "ConfigMap") if version == "v1" => Dispatch::ConfigMap,
-        _ => Dispatch::Ignore,
+        (_, other) => match near_miss(other) {
+            Some(k) if k != other => Dispatch::Unknown(format!(
+                "unknown kind {other:?}; did you mean {k}?"
+            )),
+            _ => Dispatch::Ignore,
+        },
     }
+}
+
+/// One of our kinds that `kind` is probably a typo of: case aside, one edit away (a plural, a
+/// letter missing or wrong). Further than that, real kinds of other tools come close
+/// (`BackendLBPolicy` is two edits from `BackendTLSPolicy`).
+fn near_miss(kind: &str) -> Option<&'static str> {
+    let lower = kind.to_ascii_lowercase();
+    OUR_KINDS
+        .iter()
+        .copied()
+        .find(|k| edit_distance(&lower, &k.to_ascii_lowercase()) <= 1)
+}
+
+/// Levenshtein distance (kind names are short).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// Loads every `.yaml`/`.yml` file named, or found directly inside a named directory (sorted).
@@ -223,6 +303,7 @@ fn parse_document(
     match which {
         Dispatch::Route => with_spec!(Route),
         Dispatch::ServiceBackend => with_spec!(ServiceBackend),
+        Dispatch::BackendSecurityPolicy => with_spec!(BackendSecurityPolicy),
         Dispatch::SecurityPolicy => with_spec!(SecurityPolicy),
         Dispatch::Backend => with_spec!(Backend),
         Dispatch::TlsPolicy => with_spec!(TlsPolicy),
@@ -241,6 +322,14 @@ fn parse_document(
         }
         Dispatch::Ignore => {
             tracing::debug!(file = %loc.file.display(), doc = loc.doc, %api_version, %kind, "ignoring object of a kind ai-extproc does not use");
+            None
+        }
+        Dispatch::Skip(why) => Some(Object::Skipped {
+            location: loc,
+            why: why.to_string(),
+        }),
+        Dispatch::Unknown(message) => {
+            errors.push(ConfigError::new(&loc, "kind", message));
             None
         }
         Dispatch::BadVersion(expected) => {

@@ -2,7 +2,9 @@
 //! immutable [`Config`], shared through [`ConfigHandle`] and swapped whole.
 
 mod cel;
+mod checks;
 mod compile;
+mod cors;
 mod error;
 mod load;
 mod providers;
@@ -24,10 +26,10 @@ pub use compile::{
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use load::{load_paths, parse_str, Object};
 pub use providers::{StreamUsage, STREAM_USAGE_ANNOTATION};
-pub use reload::{fingerprint, watch, ReloadOutcome};
+pub use reload::{emptied_files, fingerprint, log_warnings, watch, ReloadOutcome};
 pub use runtime::{
-    BackendId, CaSource, Cluster, ClusterId, Config, Cost, CostKind, Endpoint, HeaderMatch, Match,
-    ModelInfo, Route, RouteId, Rule, ServiceBackend, Tls, WeightedBackend,
+    BackendId, CaSource, Cluster, ClusterId, Config, Cors, Cost, CostKind, Endpoint, HeaderMatch,
+    KeySource, Match, ModelInfo, Route, RouteId, Rule, ServiceBackend, Tls, WeightedBackend,
 };
 pub use secret::SecretString;
 
@@ -99,3 +101,5 @@ impl CompileOptions {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_diagnostics;

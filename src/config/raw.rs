@@ -313,3 +313,64 @@ pub struct DataObject {
     #[serde(default)]
     pub data: BTreeMap<String, String>,
 }
+
+/// `gateway.envoyproxy.io` `SecurityPolicy`: CORS is what ai-extproc applies (on its one virtual
+/// host); every other policy it cannot honour is a config error naming the field.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecurityPolicySpec {
+    /// The Gateway or the AIGatewayRoutes (HTTPRoutes of the same name) it applies to.
+    #[serde(default)]
+    pub target_refs: Vec<ObjectRefSpec>,
+    /// Older singular spelling of `targetRefs`.
+    #[serde(default)]
+    pub target_ref: Option<ObjectRefSpec>,
+    /// Cross-origin requests from browsers.
+    #[serde(default)]
+    pub cors: Option<Box<CorsSpec>>,
+    /// Not applied by ai-extproc: an error when set.
+    #[serde(default)]
+    pub target_selectors: Option<Box<serde_yaml::Value>>,
+    /// Not applied by ai-extproc: an error when set.
+    #[serde(default)]
+    pub jwt: Option<Box<serde_yaml::Value>>,
+    /// Not applied by ai-extproc: an error when set.
+    #[serde(default)]
+    pub oidc: Option<Box<serde_yaml::Value>>,
+    /// Not applied by ai-extproc: an error when set.
+    #[serde(default)]
+    pub api_key_auth: Option<Box<serde_yaml::Value>>,
+    /// Not applied by ai-extproc: an error when set.
+    #[serde(default)]
+    pub basic_auth: Option<Box<serde_yaml::Value>>,
+    /// Not applied by ai-extproc: an error when set.
+    #[serde(default)]
+    pub ext_auth: Option<Box<serde_yaml::Value>>,
+    /// Not applied by ai-extproc: an error when set.
+    #[serde(default)]
+    pub authorization: Option<Box<serde_yaml::Value>>,
+}
+
+/// `cors` of a SecurityPolicy (Envoy Gateway v1 shape).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CorsSpec {
+    /// Origins allowed, exact (`https://app.example`) or with `*` wildcards (`https://*.example`).
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+    /// Methods allowed in cross-origin requests.
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    /// Request headers allowed.
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    /// Response headers the browser may read.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// How long a preflight answer may be cached (a duration, `1h`).
+    #[serde(default)]
+    pub max_age: Option<String>,
+    /// Whether credentials (cookies, `Authorization`) may be sent.
+    #[serde(default)]
+    pub allow_credentials: Option<bool>,
+}

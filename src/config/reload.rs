@@ -15,13 +15,35 @@ use super::{load, CompileOptions, Config, ConfigErrors, ConfigHandle};
 /// What one check found.
 #[derive(Debug)]
 pub enum ReloadOutcome {
-    /// The new config is in use, as this generation.
+    /// The new config is in use, as this generation. `emptied`: files that had routes and
+    /// have none now (an editor's truncated save, say), applied all the same and said loudly.
     Applied {
         generation: u64,
         config: std::sync::Arc<Config>,
+        emptied: Vec<PathBuf>,
     },
     /// The change had errors; the previous config stays.
     Rejected(ConfigErrors),
+}
+
+/// Files that had routes in `old` and have none in `new`.
+pub fn emptied_files(old: &Config, new: &Config) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = old
+        .routes
+        .iter()
+        .map(|r| r.location.file.clone())
+        .filter(|f| !new.routes.iter().any(|r| &r.location.file == f))
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// Logs what compiled but looks wrong.
+pub fn log_warnings(config: &Config) {
+    for w in &config.warnings {
+        tracing::warn!("config: {w}");
+    }
 }
 
 /// A fingerprint of the files' names and contents (directories expanded like the loader does).
@@ -71,11 +93,22 @@ pub async fn watch(
         last = now;
         match load(&paths, &CompileOptions::from_env(secret_env.clone())) {
             Ok(config) => {
+                let emptied = emptied_files(&handle.snapshot(), &config);
                 let generation = handle.store(config);
                 tracing::info!(generation, "config reloaded");
+                for file in &emptied {
+                    tracing::error!(
+                        generation,
+                        file = %file.display(),
+                        "ROUTES REMOVED: this file had AIGatewayRoutes and has none now; its models answer 404 until it is restored (a truncated save?)"
+                    );
+                }
+                let config = handle.snapshot();
+                log_warnings(&config);
                 report(ReloadOutcome::Applied {
                     generation,
-                    config: handle.snapshot(),
+                    config,
+                    emptied,
                 });
             }
             Err(errors) => {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::cel::CelCost;
+use super::error::ConfigError;
 use super::providers::StreamUsage;
 use super::secret::SecretString;
 
@@ -29,6 +30,23 @@ pub struct Config {
     pub clusters: Vec<Cluster>,
     /// What `/v1/models` lists.
     pub models: Vec<ModelInfo>,
+    /// Cross-origin policy for browsers, from a SecurityPolicy.
+    pub cors: Option<Cors>,
+    /// What compiled but looks wrong (a shadowed rule, an unused Backend...): logged at load,
+    /// printed by `check`.
+    pub warnings: Vec<ConfigError>,
+}
+
+/// A CORS policy (Envoy Gateway SecurityPolicy `cors`), applied to every route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// Allowed origins, as whole-value regular expressions (`*` wildcards expanded).
+    pub allow_origins: Vec<String>,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age: Option<Duration>,
+    pub allow_credentials: bool,
 }
 
 /// An AIGatewayRoute.
@@ -36,6 +54,8 @@ pub struct Config {
 pub struct Route {
     /// `namespace/name`.
     pub name: String,
+    /// Where it was read from (a reload that empties a file of its routes is reported).
+    pub location: super::error::Location,
     /// Its `llmRequestCosts`.
     pub costs: Vec<Cost>,
 }
@@ -109,10 +129,22 @@ pub struct ServiceBackend {
     pub prefix: String,
     /// API key sent as `Authorization: Bearer`, if a BackendSecurityPolicy applies.
     pub api_key: Option<SecretString>,
+    /// Where that key comes from, for an Envoy that injects it itself.
+    pub key_source: Option<KeySource>,
     /// The Envoy cluster carrying its traffic.
     pub cluster: ClusterId,
     /// How it reports usage on streams.
     pub stream_usage: StreamUsage,
+}
+
+/// Where a backend's key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySource {
+    /// `namespace/name` of the Secret.
+    pub secret: String,
+    /// The environment variable that overrides the Secret's value (`--secret-env`, else
+    /// `AI_EXTPROC_SECRET_<NAME>`).
+    pub env_var: String,
 }
 
 /// An Envoy Gateway Backend with its TLS policy: one Envoy cluster.

@@ -7,14 +7,16 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::credentials::{upstream_filters, Credentials, Plan, PlannedCluster};
 use super::local_reply;
 use crate::config::{CaSource, Cluster, Config, Endpoint, HeaderMatch, MODEL_HEADER};
 use crate::contract::{ENVOY_MAX_REQUEST_HEADERS, ENVOY_MAX_REQUEST_HEADERS_KB};
 use crate::gateway::{BACKEND_HEADER, METADATA_NAMESPACE};
-use crate::llm::ErrorBody;
 
 /// Name of the processor's cluster.
 pub const PROCESSOR_CLUSTER: &str = "ai_extproc";
+/// The cluster of the catch-all route: deliberately absent, so Envoy answers 404.
+const NO_ROUTE_CLUSTER: &str = "ai_gateway_no_route";
 
 /// Where Envoy reaches the processor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +91,8 @@ pub struct EnvoyOptions {
     pub overrides: Vec<BackendOverride>,
     /// Per-message timeout of the ext_proc filter.
     pub message_timeout: Duration,
+    /// Who puts provider keys on requests: the processor, or Envoy (keeping them out of its logs).
+    pub credentials: Credentials,
 }
 
 impl Default for EnvoyOptions {
@@ -105,6 +109,7 @@ impl Default for EnvoyOptions {
             system_ca_file: system_ca_file(),
             overrides: Vec::new(),
             message_timeout: Duration::from_secs(10),
+            credentials: Credentials::default(),
         }
     }
 }
@@ -134,8 +139,13 @@ pub fn render_yaml(config: &Config, options: &EnvoyOptions) -> String {
 
 /// The bootstrap as a JSON value.
 pub fn render(config: &Config, options: &EnvoyOptions) -> Value {
+    let plan = Plan::new(config, options.credentials);
     let mut clusters = vec![processor_cluster(options)];
-    clusters.extend(config.clusters.iter().map(|c| backend_cluster(c, options)));
+    clusters.extend(
+        plan.clusters
+            .iter()
+            .map(|planned| backend_cluster(&config.clusters[planned.cluster], planned, options)),
+    );
     json!({
         "admin": {"address": socket(&options.admin)},
         // A bound on downstream connections keeps a flood from exhausting file descriptors.
@@ -154,11 +164,20 @@ pub fn render(config: &Config, options: &EnvoyOptions) -> Value {
             // which the processor treats as the normal end. Regression test: tests/it/long.rs.
             "static_layer": {"envoy.reloadable_features.ext_proc_graceful_grpc_close": false}
         }]},
-        "static_resources": {
-            "listeners": [listener(config, options)],
-            "clusters": clusters,
-        }
+        "static_resources": static_resources(
+            listener(config, &plan, options),
+            clusters,
+            plan.secrets(options.credentials),
+        )
     })
+}
+
+fn static_resources(listener: Value, clusters: Vec<Value>, secrets: Vec<Value>) -> Value {
+    let mut resources = json!({"listeners": [listener], "clusters": clusters});
+    if !secrets.is_empty() {
+        resources["secrets"] = Value::Array(secrets);
+    }
+    resources
 }
 
 fn socket(addr: &SocketAddr) -> Value {
@@ -169,7 +188,7 @@ fn seconds(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 
-fn listener(config: &Config, options: &EnvoyOptions) -> Value {
+fn listener(config: &Config, plan: &Plan, options: &EnvoyOptions) -> Value {
     json!({
         "name": "ai_gateway",
         "address": socket(&options.listen),
@@ -180,29 +199,29 @@ fn listener(config: &Config, options: &EnvoyOptions) -> Value {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": "ai_gateway",
                 "codec_type": "AUTO",
+                // An edge proxy: the peer's address is the client's, no client is trusted to
+                // set x-envoy-* headers (Envoy strips them), and a client's x-request-id is
+                // replaced by one Envoy generates (a chosen id could merge billing records);
+                // the client gets that id back.
+                "use_remote_address": true,
+                "internal_address_config": {"cidr_ranges": []},
+                "always_set_request_id_in_response": true,
                 // Generations and streams run for minutes.
                 "stream_idle_timeout": "300s",
                 "access_log": [access_log(config, options)],
                 "local_reply_config": local_reply::config(options.max_body_bytes),
                 "common_http_protocol_options": {"max_headers_count": ENVOY_MAX_REQUEST_HEADERS},
                 "max_request_headers_kb": ENVOY_MAX_REQUEST_HEADERS_KB,
-                "http_filters": [ext_proc_filter(options), {
-                    "name": "envoy.filters.http.router",
-                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
-                }],
+                "http_filters": http_filters(config, options),
                 "route_config": {
                     "name": "ai_gateway",
+                    // The catch-all route names a cluster that does not exist (see routes()).
+                    "validate_clusters": false,
                     "virtual_hosts": [{
                         "name": "ai_gateway",
                         "domains": ["*"],
-                        "routes": routes(config),
-                        // The processor sees what matched a route here; what Envoy refuses before
-                        // routing (bad framing, HTTP/1.0, oversized headers) it answers itself,
-                        // at once (through the processor such replies were lost).
-                        "typed_per_filter_config": {EXT_PROC_FILTER: {
-                            "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
-                            "config": {}
-                        }}
+                        "routes": routes(config, plan),
+                        "typed_per_filter_config": per_filter_config(config)
                     }]
                 }
             }
@@ -212,6 +231,58 @@ fn listener(config: &Config, options: &EnvoyOptions) -> Value {
 
 /// The ext_proc filter's name; disabled on the listener, enabled on the virtual host.
 const EXT_PROC_FILTER: &str = "envoy.filters.http.ext_proc";
+const CORS_FILTER: &str = "envoy.filters.http.cors";
+
+/// CORS (when a SecurityPolicy sets it) first, so preflights are answered before the
+/// processor; then ext_proc; then the router, which sends no x-envoy-* headers to providers.
+fn http_filters(config: &Config, options: &EnvoyOptions) -> Vec<Value> {
+    let mut filters = Vec::new();
+    if config.cors.is_some() {
+        filters.push(json!({
+            "name": CORS_FILTER,
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}
+        }));
+    }
+    filters.push(ext_proc_filter(options));
+    filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+            "suppress_envoy_headers": true
+        }
+    }));
+    filters
+}
+
+/// The virtual host's per-filter config: ext_proc enabled (it is disabled on the listener, so
+/// what Envoy refuses before routing, such as bad framing, HTTP/1.0 or oversized headers, is
+/// answered by Envoy at once: through the processor such replies were lost), and the CORS policy.
+fn per_filter_config(config: &Config) -> Value {
+    let mut per_filter = json!({EXT_PROC_FILTER: {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "config": {}
+    }});
+    if let Some(cors) = &config.cors {
+        let origins: Vec<Value> = cors
+            .allow_origins
+            .iter()
+            .map(|re| json!({"safe_regex": {"regex": re}}))
+            .collect();
+        let mut policy = json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+            "allow_origin_string_match": origins,
+            "allow_methods": cors.allow_methods.join(", "),
+            "allow_headers": cors.allow_headers.join(", "),
+            "expose_headers": cors.expose_headers.join(", "),
+            "allow_credentials": cors.allow_credentials,
+        });
+        if let Some(age) = cors.max_age {
+            policy["max_age"] = json!(age.as_secs().to_string());
+        }
+        per_filter[CORS_FILTER] = policy;
+    }
+    per_filter
+}
 
 fn ext_proc_filter(options: &EnvoyOptions) -> Value {
     json!({
@@ -251,7 +322,7 @@ fn access_log(config: &Config, options: &EnvoyOptions) -> Value {
         ("duration_ms", "%DURATION%".into()),
         ("upstream_host", "%UPSTREAM_HOST%".into()),
         ("request_id", "%REQ(X-REQUEST-ID)%".into()),
-        ("model", format!("%REQ({MODEL_HEADER})%")),
+        ("model", meta("requested_model")),
         ("route_name", meta("route_name")),
         ("backend", meta("backend_name")),
         ("provider_model", meta("model_name_override")),
@@ -280,14 +351,15 @@ fn access_log(config: &Config, options: &EnvoyOptions) -> Value {
 }
 
 /// One route per (rule, match, backend), in rule order, then a JSON 404 for anything else.
-fn routes(config: &Config) -> Vec<Value> {
+fn routes(config: &Config, plan: &Plan) -> Vec<Value> {
     let mut routes = Vec::new();
     for rule in &config.rules {
         let name = rule.name(config);
         for m in &rule.matches {
             for target in &rule.backends {
                 let backend = &config.backends[target.backend];
-                let cluster = &config.clusters[backend.cluster];
+                let planned = plan.cluster_of(target.backend);
+                let cluster = &config.clusters[planned.cluster];
                 let mut headers: Vec<Value> = m.headers.iter().map(header_matcher).collect();
                 if rule.backends.len() > 1 {
                     headers.push(
@@ -295,7 +367,7 @@ fn routes(config: &Config) -> Vec<Value> {
                     );
                 }
                 let mut action = json!({
-                    "cluster": cluster.name,
+                    "cluster": planned.name,
                     "timeout": seconds(rule.request_timeout),
                 });
                 if let Some(idle) = rule.idle_timeout {
@@ -308,28 +380,29 @@ fn routes(config: &Config) -> Vec<Value> {
                     "name": name,
                     "match": {"prefix": "/", "headers": headers},
                     "route": action,
-                    "request_headers_to_remove": [BACKEND_HEADER],
+                    // The provider gets the client's headers, its model and key, and nothing of
+                    // the gateway's own: not the routing headers, and a forwarded-for that is
+                    // the client's real address, not whatever the client claimed.
+                    "request_headers_to_remove": [MODEL_HEADER, BACKEND_HEADER, "x-envoy-external-address"],
+                    "request_headers_to_add": [{
+                        "header": {
+                            "key": "x-forwarded-for",
+                            "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+                        },
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
+                    }],
                 }));
             }
         }
     }
-    let not_found = ErrorBody::new(
-        "No route for this request: it did not pass through ai-extproc.",
-        "invalid_request_error",
-        None,
-        Some("not_found"),
-    );
+    // What no model route takes: every request at first (the processor sets the model header
+    // from the body, then Envoy routes again). A route entry, not a direct response, so that
+    // the CORS filter sees a route for preflights and browser requests; its cluster does not
+    // exist, so a request that really ends here gets a 404 (mapped to OpenAI JSON).
     routes.push(json!({
         "name": "not_found",
         "match": {"prefix": "/"},
-        "direct_response": {
-            "status": 404,
-            "body": {"inline_string": String::from_utf8_lossy(&not_found.to_json())}
-        },
-        "response_headers_to_add": [{
-            "header": {"key": "content-type", "value": "application/json"},
-            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
-        }]
+        "route": {"cluster": NO_ROUTE_CLUSTER, "cluster_not_found_response_code": "NOT_FOUND"}
     }));
     routes
 }
@@ -398,7 +471,7 @@ fn override_for<'a>(cluster: &Cluster, options: &'a EnvoyOptions) -> Option<&'a 
         .find(|o| o.backend == cluster.name || o.backend == short)
 }
 
-fn backend_cluster(cluster: &Cluster, options: &EnvoyOptions) -> Value {
+fn backend_cluster(cluster: &Cluster, planned: &PlannedCluster, options: &EnvoyOptions) -> Value {
     let over = override_for(cluster, options);
     let (kind, host, port) = match (over.and_then(|o| o.address.clone()), &cluster.endpoint) {
         (Some(a), _) if a.host.parse::<std::net::IpAddr>().is_ok() => ("STATIC", a.host, a.port),
@@ -407,13 +480,13 @@ fn backend_cluster(cluster: &Cluster, options: &EnvoyOptions) -> Value {
         (None, Endpoint::Ip { address, port }) => ("STATIC", address.clone(), *port),
     };
     let mut value = json!({
-        "name": cluster.name,
+        "name": planned.name,
         "type": kind,
         "connect_timeout": "10s",
         "dns_lookup_family": "V4_PREFERRED",
         "per_connection_buffer_limit_bytes": options.max_body_bytes,
         "load_assignment": {
-            "cluster_name": cluster.name,
+            "cluster_name": planned.name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
                 "socket_address": {"address": host, "port_value": port}
             }}}]}]
@@ -425,6 +498,11 @@ fn backend_cluster(cluster: &Cluster, options: &EnvoyOptions) -> Value {
             }
         }
     });
+    if let Some((key, _)) = &planned.key {
+        value["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"] =
+            upstream_filters(key);
+    }
     if let Some(tls) = &cluster.tls {
         let trusted_ca = match (over.and_then(|o| o.ca_file.as_ref()), &tls.ca) {
             (Some(file), _) => json!({"filename": file}),

@@ -4,8 +4,10 @@
 
 pub mod admin;
 mod bootstrap;
+mod credentials;
 mod local_reply;
 
 pub use bootstrap::{
     render, render_yaml, BackendOverride, EnvoyOptions, HostPort, ProcessorAddress,
 };
+pub use credentials::Credentials;

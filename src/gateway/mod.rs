@@ -4,6 +4,7 @@
 
 mod error;
 mod headers;
+mod identity;
 mod record;
 mod reply;
 mod response;
@@ -25,6 +26,9 @@ pub struct Options {
     pub usage: Option<crate::usage::UsageHub>,
     /// Largest request body once decoded (Envoy bounds it before decoding).
     pub max_body_bytes: u32,
+    /// Whether the processor puts the backend's key on the request (beside Envoy Gateway), or
+    /// Envoy does (the bootstraps ai-extproc renders: the key then stays out of Envoy's logs).
+    pub inject_keys: bool,
 }
 
 impl Default for Options {
@@ -33,6 +37,7 @@ impl Default for Options {
             user_header: None,
             usage: None,
             max_body_bytes: crate::contract::DEFAULT_MAX_BODY_BYTES,
+            inject_keys: true,
         }
     }
 }

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::config::{Config, ServiceBackend, StreamUsage, MODEL_HEADER};
-use crate::contract::{MAX_REQUEST_HEADERS, MAX_REQUEST_HEADER_BYTES};
+use crate::config::{Config, SecretString, StreamUsage, MODEL_HEADER};
+use crate::contract::{ENVOY_ADDED_HEADERS, MAX_REQUEST_HEADERS, MAX_REQUEST_HEADER_BYTES};
 use crate::llm::{
     apply_edits, decode_all, include_usage_edit, model_edit, models_body, parse_request,
     DecodeError, Endpoint, Limits,
@@ -15,6 +15,7 @@ use crate::llm::{
 
 use super::error::{ClientError, StreamError};
 use super::headers::Headers;
+use super::identity;
 use super::reply::{BodyMode, Continue, Immediate, MetaValue, Reply};
 use super::response::{ResponseBody, ResponseOutcome};
 use super::route::{random_pick, select, Selection};
@@ -222,7 +223,11 @@ impl Stream {
             &mut reply,
             headers,
             &info.model,
-            backend,
+            backend
+                .api_key
+                .as_ref()
+                .filter(|_| self.options.inject_keys),
+            &backend.name,
             endpoint.backend_path(&backend.prefix, path),
         );
         let mut edits = Vec::new();
@@ -266,20 +271,21 @@ impl Stream {
                 MetaValue::Str(provider_model.clone()),
             ),
             ("original_path".into(), MetaValue::Str(path.to_string())),
+            ("requested_model".into(), MetaValue::Str(info.model.clone())),
         ];
-        let header = |name: &str| headers.get(name).unwrap_or_default().to_string();
         let routed = Routed {
             selection,
             endpoint,
             requested_model: info.model,
             provider_model,
             stream: info.stream,
-            request_id: header("x-request-id"),
+            request_id: identity::request_id(headers),
             user: self
                 .options
                 .user_header
                 .as_deref()
-                .map(header)
+                .and_then(|name| headers.get(name))
+                .map(identity::capped)
                 .unwrap_or_default(),
             started: self.started,
             sent: Instant::now(),
@@ -418,13 +424,15 @@ fn decode_request_body(
     }
 }
 
-/// The headers the provider gets: routing headers for Envoy, its path and credentials; the
-/// client's own key and any other internal `x-ai-eg-*` header are dropped.
+/// The headers the provider gets: routing headers for Envoy, its path and credentials (`key`,
+/// when the processor injects it: else Envoy does); the client's own key and any other internal
+/// `x-ai-eg-*` header are dropped.
 fn provider_headers(
     reply: &mut Continue,
     headers: &Headers,
     model: &str,
-    backend: &ServiceBackend,
+    key: Option<&SecretString>,
+    backend: &str,
     path: String,
 ) {
     reply
@@ -432,9 +440,9 @@ fn provider_headers(
         .push((MODEL_HEADER.into(), model.to_string()));
     reply
         .set_headers
-        .push((BACKEND_HEADER.into(), backend.name.clone()));
+        .push((BACKEND_HEADER.into(), backend.to_string()));
     reply.set_headers.push((":path".into(), path));
-    match &backend.api_key {
+    match key {
         Some(key) => reply
             .set_headers
             .push(("authorization".into(), format!("Bearer {}", key.expose()))),
@@ -450,7 +458,10 @@ fn provider_headers(
 /// The processor's bound on the request headers (Envoy's own sits higher, so that the headers
 /// the processor adds always fit).
 fn check_header_limits(headers: &Headers) -> Result<(), ClientError> {
-    let count = headers.iter().filter(|(n, _)| !n.starts_with(':')).count();
+    let count = headers
+        .iter()
+        .filter(|(n, _)| !n.starts_with(':') && !ENVOY_ADDED_HEADERS.contains(n))
+        .count();
     let bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
     if count > MAX_REQUEST_HEADERS || bytes > MAX_REQUEST_HEADER_BYTES {
         return Err(ClientError::HeadersTooLarge { count, bytes });

@@ -102,7 +102,7 @@ impl Envoy {
     /// A fresh Envoy (epoch 0, a new base id): at start, and after one died.
     pub async fn start(&mut self, yaml: &str) -> Result<Child, LocalError> {
         let path = self.config_path(0);
-        std::fs::write(&path, yaml).map_err(io("writing the Envoy bootstrap"))?;
+        write_private(&path, yaml)?;
         let base_id_path = self.state_dir.join("envoy.base-id");
         let mut child = self
             .command(&path)
@@ -128,7 +128,7 @@ impl Envoy {
         };
         let epoch = self.epoch + 1;
         let path = self.config_path(epoch);
-        std::fs::write(&path, yaml).map_err(io("writing the Envoy bootstrap"))?;
+        write_private(&path, yaml)?;
         let mut child = self
             .command(&path)
             .args(["--base-id", &base_id, "--restart-epoch", &epoch.to_string()])
@@ -232,6 +232,20 @@ pub(super) async fn supervise(
             }
         }
     }
+}
+
+/// Writes a bootstrap readable by this user only: it carries the provider keys Envoy injects.
+fn write_private(path: &Path, yaml: &str) -> Result<(), LocalError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(yaml.as_bytes()))
+        .map_err(io("writing the Envoy bootstrap"))
 }
 
 async fn reap(mut child: Child) {

@@ -25,7 +25,7 @@ pub use lock::LockError;
 
 use crate::app::{App, AppError, AppOptions};
 use crate::config::{self, CompileOptions, ConfigHandle};
-use crate::envoy::{render_yaml, EnvoyOptions, ProcessorAddress};
+use crate::envoy::{render_yaml, Credentials, EnvoyOptions, ProcessorAddress};
 use crate::extproc::Listen;
 use crate::upstreams::Upstream;
 use crate::usage::UsageHub;
@@ -161,6 +161,9 @@ impl LocalGateway {
             &options.config,
             &CompileOptions::from_env(options.secret_env.clone()),
         )?;
+        // Envoy puts the keys on requests, from its own bootstrap (a private file in the state
+        // directory): they stay out of Envoy's logs at any level.
+        options.envoy_options.credentials = Credentials::EnvoyInline;
         let test_upstream = match options.test_upstream.clone() {
             Some(backend) => {
                 Some(upstreams::start_test_upstream(&compiled, &backend, &mut options).await?)
@@ -286,6 +289,7 @@ fn app_options(options: &LocalOptions) -> AppOptions {
         admin: options.processor_admin,
         envoy_admin: Some(options.envoy_options.admin),
         max_body_bytes: options.envoy_options.max_body_bytes,
+        inject_keys: false,
         user_header: options.user_header.clone(),
         usage_log: options.usage_log.clone(),
         reload_interval: options.reload_interval,

@@ -38,6 +38,8 @@ pub(super) fn serve_args(options: &LocalOptions, listen: &Listen) -> Vec<String>
         options.envoy_options.admin.to_string(),
         "--max-body-bytes".into(),
         options.envoy_options.max_body_bytes.to_string(),
+        "--credentials".into(),
+        "envoy".into(),
     ]);
     if let Some(h) = &options.user_header {
         args.extend(["--user-header".into(), h.clone()]);

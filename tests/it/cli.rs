@@ -73,6 +73,8 @@ fn envoy_config_writes_what_the_library_renders() {
             "examples/fireworks.yaml",
             "--system-ca-file",
             "/etc/ssl/certs/ca-certificates.crt",
+            "--secret-env",
+            "envoy-ai-gateway-fireworks-apikey=FIREWORKS_API_KEY",
         ])
         .output()
         .unwrap();

@@ -6,11 +6,13 @@ use std::collections::BTreeSet;
 
 use ai_extproc::cli::Cli;
 use ai_extproc::config::{self, CompileOptions};
-use ai_extproc::envoy::{render_yaml, BackendOverride, EnvoyOptions, ProcessorAddress};
+use ai_extproc::envoy::{
+    render_yaml, BackendOverride, Credentials, EnvoyOptions, ProcessorAddress,
+};
 use clap::Parser;
 use serde_yaml::Value;
 
-use crate::harness::{examples, root};
+use crate::harness::root;
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -80,13 +82,14 @@ fn compose_options(fake: bool) -> EnvoyOptions {
         },
         system_ca_file: "/etc/ssl/certs/ca-certificates.crt".into(),
         overrides,
+        credentials: Credentials::EnvoyEnv,
         ..EnvoyOptions::default()
     }
 }
 
 #[test]
 fn compose_bootstraps_match_the_renderer_and_envoy_accepts_them() {
-    let config = config::load(&examples(), &CompileOptions::default()).unwrap();
+    let config = crate::envoy_config::examples_config();
     for (file, fake) in [
         ("envoy/compose-offline.yaml", true),
         ("envoy/compose-live.yaml", false),
@@ -235,6 +238,23 @@ fn docker_compose_agrees_with_envoy_the_cli_and_the_dockerfile() {
         .as_str()
         .unwrap()
         .starts_with("${FIREWORKS_API_KEY"));
+    // Envoy injects the key (the compose bootstraps carry the injector), so the processor must
+    // not, and Envoy's container has the variable the bootstraps read.
+    assert!(strings(&ai["command"])
+        .windows(2)
+        .any(|w| w == ["--credentials", "envoy"]));
+    for mode in ["offline", "live"] {
+        assert!(
+            read(&format!("envoy/compose-{mode}.yaml"))
+                .contains("environment_variable: FIREWORKS_API_KEY"),
+            "{mode}"
+        );
+    }
+    assert_eq!(
+        envoy["environment"]["FIREWORKS_API_KEY"].as_str(),
+        Some("${FIREWORKS_API_KEY:-fw_YOUR_FIREWORKS_API_KEY_HERE}"),
+        "offline, the key the fake expects"
+    );
     // The admin address the health check probes is the one the command serves.
     assert!(strings(&ai["command"])
         .windows(2)

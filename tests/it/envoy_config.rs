@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use ai_extproc::config::{self, CompileOptions};
-use ai_extproc::envoy::{render_yaml, BackendOverride, EnvoyOptions, ProcessorAddress};
+use ai_extproc::envoy::{
+    render_yaml, BackendOverride, Credentials, EnvoyOptions, ProcessorAddress,
+};
 
 use crate::harness::{envoy_bin, examples, root};
 
@@ -13,12 +15,21 @@ use crate::harness::{envoy_bin, examples, root};
 fn committed_options() -> EnvoyOptions {
     EnvoyOptions {
         system_ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+        credentials: Credentials::EnvoyEnv,
         ..EnvoyOptions::default()
     }
 }
 
-fn examples_config() -> config::Config {
-    config::load(&examples(), &CompileOptions::default()).unwrap()
+/// The examples as `make envoy-config` loads them (`--secret-env` as in the Makefile).
+pub(crate) fn examples_config() -> config::Config {
+    let options = CompileOptions {
+        secret_env: vec![(
+            "envoy-ai-gateway-fireworks-apikey".into(),
+            "FIREWORKS_API_KEY".into(),
+        )],
+        ..CompileOptions::default()
+    };
+    config::load(&examples(), &options).unwrap()
 }
 
 /// Has the real Envoy validate a bootstrap.
@@ -26,9 +37,11 @@ pub(crate) fn validate(yaml: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("envoy.yaml");
     std::fs::write(&file, yaml).unwrap();
+    // Keys Envoy injects itself are read from the environment.
     let out = Command::new(envoy_bin())
         .args(["--mode", "validate", "--log-level", "error", "-c"])
         .arg(&file)
+        .env("FIREWORKS_API_KEY", "fw_validate")
         .output()
         .expect("run envoy (make envoy installs it)");
     assert!(

@@ -42,7 +42,7 @@ pub fn free_port() -> SocketAddr {
 }
 
 /// The local gateway the tests run: fresh ports, state in `dir`.
-fn local_options(
+pub fn local_options(
     setup: &Setup,
     dir: &std::path::Path,
     access_log: &std::path::Path,
@@ -165,6 +165,11 @@ impl Gateway {
     /// The processor's admin endpoint, `http://127.0.0.1:port`.
     pub fn admin_base(&self) -> String {
         format!("http://{}", self.inner.admin_addr.expect("admin endpoint"))
+    }
+
+    /// The state directory of this gateway (`run`'s `.run/`).
+    pub fn state_dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     /// The JSON-lines usage log written so far.

@@ -12,6 +12,7 @@
 
 mod cli;
 mod deploy;
+mod edge;
 mod envoy_config;
 mod faults;
 mod grpc_fixtures;

@@ -540,3 +540,155 @@ async fn traces_are_exported_and_context_reaches_the_provider() {
         "no ext_proc span of the client's trace among {spans:?}"
     );
 }
+
+/// An editor's truncated save: the file's routes go, the rest stays, and it is said loudly
+/// (an error line and a metric); restoring the file brings them back.
+#[tokio::test]
+async fn a_reload_that_empties_a_file_of_its_routes_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let basic = dir.path().join("basic.yaml");
+    let fireworks = dir.path().join("fireworks.yaml");
+    std::fs::copy(root().join("examples/basic.yaml"), &basic).unwrap();
+    let original = std::fs::read_to_string(root().join("examples/fireworks.yaml")).unwrap();
+    std::fs::write(&fireworks, &original).unwrap();
+    let gw = Gateway::start_with(Setup {
+        config: vec![basic, fireworks.clone()],
+        reload_interval: Some(Duration::from_millis(100)),
+        ..Setup::default()
+    })
+    .await;
+    let chat = r#"{"model":"qwen-instruct","messages":[{"role":"user","content":"Hi"}]}"#;
+    assert_eq!(gw.post("/v1/chat/completions", chat, &[]).await.status, 200);
+    let metrics = gw.admin_base() + "/metrics";
+    let emptied = || async {
+        let (_, text) = get(&gw.http, &metrics).await;
+        metric_values(&text, "ai_extproc_config_files_emptied_total", &[])
+            .first()
+            .copied()
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(emptied().await, 0.0);
+    std::fs::write(&fireworks, "").unwrap();
+    wait_for_async("the truncated file counted", || async {
+        emptied().await == 1.0
+    })
+    .await;
+    let r = gw.post("/v1/chat/completions", chat, &[]).await;
+    assert_eq!(r.status, 404, "applied: {}", r.text);
+    std::fs::write(&fireworks, &original).unwrap();
+    let handle = gw.inner.config.clone();
+    wait_for("restored", || handle.generation() == 3).await;
+    assert_eq!(gw.post("/v1/chat/completions", chat, &[]).await.status, 200);
+}
+
+/// A second `run` in the same state directory stops before it touches the first one's socket,
+/// CA or bootstrap, and names the running one.
+#[tokio::test]
+async fn a_second_run_in_the_same_directory_refuses_to_start() {
+    let gw = Gateway::start().await;
+    let setup = Setup::default();
+    let second = ai_extproc::local::LocalGateway::start(crate::harness::local_options(
+        &setup,
+        gw.state_dir(),
+        &gw.state_dir().join("second-access.log"),
+    ))
+    .await;
+    let Err(e) = second else {
+        panic!("a second gateway started in the same state directory");
+    };
+    let text = e.to_string();
+    assert!(text.contains("another ai-extproc run is using"), "{text}");
+    assert!(
+        text.contains(&format!("pid {}", std::process::id()))
+            && text.contains(&gw.inner.listen.to_string()),
+        "names the running one: {text}"
+    );
+    assert!(
+        gw.state_dir().join("ai-extproc.sock").exists(),
+        "the socket is untouched"
+    );
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            r#"{"model":"qwen-instruct","messages":[{"role":"user","content":"Hi"}]}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "the first still serves: {}", r.text);
+}
+
+/// In `run`, Envoy puts the key on requests with its credential injector, after its router has
+/// logged the headers: at debug level Envoy's log never shows it (with the processor's header
+/// mutation it showed twice per request).
+#[tokio::test]
+async fn keys_never_reach_envoys_debug_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("envoy.log");
+    let setup = Setup {
+        processor_process: true,
+        ..Setup::default()
+    };
+    let state = tempfile::tempdir().unwrap();
+    let mut options =
+        crate::harness::local_options(&setup, state.path(), &dir.path().join("access.log"));
+    options.envoy_log_level = "debug".into();
+    options
+        .envoy_args
+        .extend(["--log-path".to_string(), log.display().to_string()]);
+    let gw = ai_extproc::local::LocalGateway::start(options)
+        .await
+        .unwrap();
+    let base = format!("http://{}", gw.listen);
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            r#"{"model":"qwen-instruct","messages":[{"role":"user","content":"Hello!"}]}"#,
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"qwen-thinking","stream":true,"messages":[{"role":"user","content":"Hello!"}]}"#,
+        ),
+        ("/v1/embeddings", r#"{"model":"qwen-embed","input":"hi"}"#),
+    ] {
+        let r = http
+            .post(format!("{base}{path}"))
+            .header("authorization", "Bearer sk-client-key")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        // The fake accepts only the configured key: Envoy put it on the request.
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    let seen = gw.fireworks.as_ref().unwrap().recorder.last().unwrap();
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {GUIDE_KEY}").as_str())
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("router decoding headers"),
+        "a debug log: {} bytes",
+        text.len()
+    );
+    assert!(
+        !text.contains(GUIDE_KEY),
+        "the provider key is in Envoy's debug log"
+    );
+    assert!(
+        !seen
+            .headers
+            .iter()
+            .any(|(_, v)| v.contains("sk-client-key")),
+        "the client's key reached the provider"
+    );
+    // The bootstrap carrying the key is private to this user.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&gw.envoy_config)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{:o}", mode);
+}
