@@ -60,6 +60,7 @@ pub enum Command {
     /// `tcp://host:port` accepts a connection, `file:///path` exists.
     Healthcheck {
         /// What to check.
+        #[arg(env = "AI_EXTPROC_HEALTHCHECK_TARGET")]
         target: String,
     },
 }
@@ -72,7 +73,7 @@ pub struct ConfigArgs {
     pub config: Vec<PathBuf>,
     /// Take Secret NAME's apiKey from environment variable VAR when it is set and non-empty
     /// (repeatable). Without it, AI_EXTPROC_SECRET_<NAME> (upper case, `-` as `_`) is used.
-    #[arg(long = "secret-env", value_name = "NAME=VAR", value_parser = parse_pair)]
+    #[arg(long = "secret-env", env = "AI_EXTPROC_SECRET_ENV", value_delimiter = ',', value_name = "NAME=VAR", value_parser = parse_pair)]
     pub secret_env: Vec<(String, String)>,
 }
 
@@ -154,26 +155,38 @@ pub enum CredentialsArg {
 #[derive(Debug, Args)]
 pub struct EnvoyArgs {
     /// Envoy's client-facing listener.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "AI_EXTPROC_ENVOY_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen_address: SocketAddr,
     /// Envoy's admin interface.
-    #[arg(long, default_value = "127.0.0.1:9901")]
+    #[arg(
+        long,
+        env = "AI_EXTPROC_ENVOY_ADMIN_ADDRESS",
+        default_value = "127.0.0.1:9901"
+    )]
     pub admin_address: SocketAddr,
     /// Envoy's access log file.
-    #[arg(long, default_value = "/dev/stdout")]
+    #[arg(
+        long,
+        env = "AI_EXTPROC_ENVOY_ACCESS_LOG",
+        default_value = "/dev/stdout"
+    )]
     pub access_log: String,
     /// Largest body Envoy buffers, in bytes (413 beyond).
-    #[arg(long, default_value_t = crate::contract::DEFAULT_MAX_BODY_BYTES)]
+    #[arg(long, env = "AI_EXTPROC_MAX_BODY_BYTES", default_value_t = crate::contract::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: u32,
     /// Send Backend NAME's traffic to HOST:PORT, an IP or a DNS name (like curl --resolve; SNI,
     /// certificate check and Host keep the Backend's name).
-    #[arg(long = "backend-address", value_name = "NAME=HOST:PORT", value_parser = parse_pair)]
+    #[arg(long = "backend-address", env = "AI_EXTPROC_BACKEND_ADDRESS", value_delimiter = ',', value_name = "NAME=HOST:PORT", value_parser = parse_pair)]
     pub backend_address: Vec<(String, String)>,
     /// Trust the CA bundle FILE for Backend NAME instead of its BackendTLSPolicy's.
-    #[arg(long = "backend-ca", value_name = "NAME=FILE", value_parser = parse_pair)]
+    #[arg(long = "backend-ca", env = "AI_EXTPROC_BACKEND_CA", value_delimiter = ',', value_name = "NAME=FILE", value_parser = parse_pair)]
     pub backend_ca: Vec<(String, String)>,
     /// CA bundle used for `wellKnownCACertificates: System` (default: the first usual path found).
-    #[arg(long)]
+    #[arg(long, env = "AI_EXTPROC_SYSTEM_CA_FILE")]
     pub system_ca_file: Option<PathBuf>,
 }
 
@@ -184,15 +197,19 @@ pub struct EnvoyConfigArgs {
     #[command(flatten)]
     pub envoy: EnvoyArgs,
     /// Where Envoy reaches the processor: host:port (a DNS name works) or unix:/path.
-    #[arg(long, default_value = "127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "AI_EXTPROC_PROCESSOR_ADDRESS",
+        default_value = "127.0.0.1:50051"
+    )]
     pub processor_address: String,
     /// Who puts backend keys on requests: `envoy` (its credential injector reads each key from
     /// the environment variable that overrides its Secret; pair with `serve --credentials
     /// envoy`), or `processor` (pair with `serve`).
-    #[arg(long, value_enum, default_value_t = CredentialsArg::Envoy)]
+    #[arg(long, env = "AI_EXTPROC_ENVOY_CREDENTIALS", value_enum, default_value_t = CredentialsArg::Envoy)]
     pub credentials: CredentialsArg,
     /// Write to FILE instead of standard output.
-    #[arg(long, short)]
+    #[arg(long, short, env = "AI_EXTPROC_ENVOY_CONFIG_OUTPUT")]
     pub output: Option<PathBuf>,
 }
 
@@ -210,19 +227,19 @@ pub struct RunArgs {
     #[arg(long, env = "ENVOY_BIN", default_value = "envoy")]
     pub envoy_bin: PathBuf,
     /// Envoy's log level.
-    #[arg(long, default_value = "warning")]
+    #[arg(long, env = "AI_EXTPROC_ENVOY_LOG_LEVEL", default_value = "warning")]
     pub envoy_log_level: String,
     /// Directory for the rendered bootstrap, the processor socket and test CA files.
-    #[arg(long, default_value = ".run")]
+    #[arg(long, env = "AI_EXTPROC_STATE_DIR", default_value = ".run")]
     pub state_dir: PathBuf,
     /// Serve Backend NAME with the built-in fake Fireworks (HTTPS, test CA).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "AI_EXTPROC_FAKE_FIREWORKS", value_name = "NAME")]
     pub fake_fireworks: Option<String>,
     /// Serve Backend NAME with the built-in test upstream.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "AI_EXTPROC_TEST_UPSTREAM", value_name = "NAME")]
     pub test_upstream: Option<String>,
     /// Processor listen address (default: unix socket in the state directory).
-    #[arg(long)]
+    #[arg(long, env = "AI_EXTPROC_PROCESSOR_LISTEN")]
     pub processor_listen: Option<Listen>,
     /// Runtime workers of the processor. One (a current-thread runtime) serves best beside
     /// Envoy on a few cores: `make bench` measured ~30% less processor CPU per request than
@@ -234,10 +251,14 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct UpstreamArgs {
     /// Which upstream.
-    #[arg(value_enum)]
+    #[arg(value_enum, env = "AI_EXTPROC_UPSTREAM")]
     pub kind: UpstreamChoice,
     /// Listen address.
-    #[arg(long, default_value = "127.0.0.1:8443")]
+    #[arg(
+        long,
+        env = "AI_EXTPROC_UPSTREAM_LISTEN",
+        default_value = "127.0.0.1:8443"
+    )]
     pub listen: SocketAddr,
     /// API key the fake Fireworks accepts.
     #[arg(
@@ -247,13 +268,21 @@ pub struct UpstreamArgs {
     )]
     pub api_key: String,
     /// Write the fake Fireworks' CA certificate here.
-    #[arg(long, default_value = "fake-fireworks-ca.pem")]
+    #[arg(
+        long,
+        env = "AI_EXTPROC_UPSTREAM_CA_OUT",
+        default_value = "fake-fireworks-ca.pem"
+    )]
     pub ca_out: PathBuf,
     /// Milliseconds between streamed events.
-    #[arg(long, default_value_t = 20)]
+    #[arg(
+        long,
+        env = "AI_EXTPROC_UPSTREAM_STREAM_INTERVAL_MS",
+        default_value_t = 20
+    )]
     pub stream_interval_ms: u64,
     /// Content events per stream (test upstream).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, env = "AI_EXTPROC_UPSTREAM_STREAM_EVENTS", default_value_t = 8)]
     pub stream_events: usize,
 }
 
@@ -599,6 +628,57 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README says every flag has an environment variable: hold it to that.
+    #[test]
+    fn every_flag_of_every_command_has_an_environment_variable() {
+        use clap::CommandFactory;
+        fn check(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") || arg.get_env().is_some() {
+                    continue;
+                }
+                missing.push(format!("{path} {id}"));
+            }
+            for sub in cmd.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "ai-extproc", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "flags without an environment variable: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn global_flags_reach_the_processor_run_starts() {
+        let cli = Cli::try_parse_from([
+            "ai-extproc",
+            "--log",
+            "debug",
+            "--log-format",
+            "json",
+            "--otlp-endpoint",
+            "http://127.0.0.1:4317",
+            "run",
+            "a.yaml",
+        ])
+        .expect("parses");
+        assert_eq!(
+            cli.global_args(),
+            [
+                "--log",
+                "debug",
+                "--log-format",
+                "json",
+                "--otlp-endpoint",
+                "http://127.0.0.1:4317"
+            ]
+        );
+    }
 
     #[test]
     fn run_starts_its_processor_with_one_worker_and_workers_must_be_positive() {

@@ -410,3 +410,74 @@ spec:
         .iter()
         .all(|e| e.location.object.as_deref() == Some("AIGatewayRoute default/r")));
 }
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// A chat routed to Fireworks, its 200 JSON response headers (gzip) answered.
+fn gzip_response_stream() -> Stream {
+    let mut s = Stream::new(config());
+    cont(
+        s.on_request_headers(post("/v1/chat/completions"), false)
+            .unwrap(),
+    );
+    let body = r#"{"model":"qwen-instruct","messages":[{"role":"user","content":"Hello!"}]}"#;
+    cont(s.on_request_body(Bytes::from(body), true).unwrap());
+    let headers = Headers::from([
+        (":status", "200"),
+        ("content-type", "application/json"),
+        ("content-encoding", "gzip"),
+    ]);
+    let c = cont(s.on_response_headers(headers, false).unwrap());
+    assert_eq!(c.response_body_mode, Some(BodyMode::Buffered));
+    s
+}
+
+/// A provider's (or a man in the middle's) compressed bomb is bounded like a client's: its
+/// usage is not read and nothing panics; a large compressed body is decoded off the thread.
+#[test]
+fn compressed_responses_are_bounded_and_large_ones_decoded_off_thread() {
+    let usage = br#"{"usage":{"prompt_tokens":1,"total_tokens":1},"pad":""#;
+    let mut bomb = usage.to_vec();
+    bomb.extend(std::iter::repeat_n(b' ', 20 * 1024 * 1024));
+    bomb.extend(br#""}"#);
+    let mut s = gzip_response_stream();
+    let c = cont(s.on_response_body(Bytes::from(gzip(&bomb)), true).unwrap());
+    assert!(
+        !c.metadata.iter().any(|(k, _)| k == "total_tokens"),
+        "no usage read from a bomb: {:?}",
+        c.metadata
+    );
+
+    // 200 KB of hex compresses about 2:1: large, and no bomb.
+    let mut large = usage.to_vec();
+    let mut x: u64 = 1;
+    large.extend((0..200_000).map(|_| {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        b"0123456789abcdef"[(x >> 60) as usize]
+    }));
+    large.extend(br#""}"#);
+    let gz = gzip(&large);
+    let mut s = gzip_response_stream();
+    assert!(s.decodes_large_body(gz.len(), true), "{} bytes", gz.len());
+    assert!(
+        !s.decodes_large_body(gz.len(), false),
+        "only the last part decodes"
+    );
+    assert!(
+        !s.decodes_large_body(100, true),
+        "small bodies decode inline"
+    );
+    let c = cont(s.on_response_body(Bytes::from(gz), true).unwrap());
+    assert!(
+        c.metadata.iter().any(|(k, _)| k == "total_tokens"),
+        "{:?}",
+        c.metadata
+    );
+}

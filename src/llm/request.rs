@@ -74,27 +74,97 @@ impl RequestError {
     }
 }
 
-#[derive(Deserialize)]
+/// The fields the gateway reads. Every other field is walked too (as a [`Shape`]), so that
+/// serde_json's nesting limit holds for the whole body: a 10,000-deep `tools` is refused like a
+/// 10,000-deep `messages`, rather than forwarded for the provider to choke on.
+#[derive(Default)]
 struct View<'a> {
-    #[serde(borrow, default)]
     model: Option<&'a RawValue>,
-    #[serde(default)]
     messages: Option<Shape>,
-    #[serde(default)]
     prompt: Option<Shape>,
-    #[serde(default)]
     input: Option<Shape>,
-    #[serde(borrow, default)]
     stream: Option<&'a RawValue>,
-    /// `null` is kept as a value (its span is replaced too), unlike `Option`'s default.
-    #[serde(borrow, default, deserialize_with = "raw_even_null")]
+    /// `null` is kept as a value (its span is replaced too).
     stream_options: Option<&'a RawValue>,
 }
 
-fn raw_even_null<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum Field {
+    Model,
+    Messages,
+    Prompt,
+    Input,
+    Stream,
+    StreamOptions,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for View<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ViewVisitor(std::marker::PhantomData))
+    }
+}
+
+struct ViewVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+/// Takes a field's value; a field given twice is the error serde's derive would give.
+fn once<'de, A: serde::de::MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+    seen: &mut Vec<Field>,
+    field: Field,
+) -> Result<T, A::Error> {
+    if seen.contains(&field) {
+        return Err(serde::de::Error::duplicate_field(field.name()));
+    }
+    seen.push(field);
+    map.next_value()
+}
+
+impl Field {
+    fn name(self) -> &'static str {
+        match self {
+            Field::Model => "model",
+            Field::Messages => "messages",
+            Field::Prompt => "prompt",
+            Field::Input => "input",
+            Field::Stream => "stream",
+            Field::StreamOptions => "stream_options",
+            Field::Other => "",
+        }
+    }
+}
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for ViewVisitor<'a> {
+    type Value = View<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<View<'a>, A::Error> {
+        let mut v = View::default();
+        let mut seen = Vec::new();
+        while let Some(field) = map.next_key::<Field>()? {
+            // As with serde's `Option`, a `null` is an absent field, except for
+            // `stream_options`, whose `null` is a value to replace.
+            match field {
+                Field::Model => v.model = once(&mut map, &mut seen, field)?,
+                Field::Messages => v.messages = once(&mut map, &mut seen, field)?,
+                Field::Prompt => v.prompt = once(&mut map, &mut seen, field)?,
+                Field::Input => v.input = once(&mut map, &mut seen, field)?,
+                Field::Stream => v.stream = once(&mut map, &mut seen, field)?,
+                Field::StreamOptions => {
+                    v.stream_options = Some(once(&mut map, &mut seen, field)?);
+                }
+                Field::Other => {
+                    map.next_value::<Shape>()?;
+                }
+            }
+        }
+        Ok(v)
+    }
 }
 
 #[derive(Deserialize)]

@@ -446,6 +446,15 @@ fn kubernetes_manifests_reference_each_other_consistently() {
         models.push(header["value"].as_str().unwrap().to_string());
         let b = &rule["backendRefs"][0];
         find(b["kind"].as_str().unwrap(), b["name"].as_str().unwrap());
+        // The routing headers do not reach the provider.
+        let removed: Vec<String> = rule["filters"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|f| f["type"].as_str() == Some("RequestHeaderModifier"))
+            .flat_map(|f| strings(&f["requestHeaderModifier"]["remove"]))
+            .collect();
+        assert!(removed.contains(&"x-ai-eg-model".to_string()), "{rule:?}");
     }
     let configured: Vec<String> = compiled.models.iter().map(|m| m.id.clone()).collect();
     assert_eq!(models, configured);

@@ -1,4 +1,4 @@
-//! Every curl of `shared/seed/fireworks-guide.md` and its troubleshooting cases, through real
+//! Every curl of `examples/FIREWORKS-GUIDE.md` and its troubleshooting cases, through real
 //! Envoy + ai-extproc + the fake upstreams.
 
 use serde_json::json;

@@ -57,6 +57,11 @@ fn cases() -> Vec<Case> {
         "[".repeat(10_000),
         "]".repeat(10_000)
     );
+    let deep_tools = format!(
+        r#"{{"model":"qwen-instruct","messages":[{{"role":"user","content":"Hi"}}],"tools":{}{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
     let long_model = format!(r#"{{"model":"{}","messages":[{{}}]}}"#, "m".repeat(10_000));
     let too_big = format!(
         r#"{{"model":"qwen-instruct","messages":[{{"role":"user","content":"{}"}}]}}"#,
@@ -184,6 +189,13 @@ fn cases() -> Vec<Case> {
             None,
         ),
         case("10,000-deep nesting", C, deep.into_bytes(), 400, None),
+        case(
+            "10,000-deep nesting in a field the gateway does not read (tools)",
+            C,
+            deep_tools.into_bytes(),
+            400,
+            None,
+        ),
         case(
             "duplicate model keys",
             C,

@@ -150,6 +150,28 @@ fn refusals() {
     assert!(
         matches!(err(ChatCompletions, &deep), RequestError::InvalidJson(m) if m.contains("recursion"))
     );
+    // The nesting limit holds in every field, not only in those the gateway reads.
+    for field in ["tools", "response_format", "metadata"] {
+        let deep = format!(
+            r#"{{"model":"m","messages":[{{}}],"{field}":{}{}}}"#,
+            r#"{"a":"#.repeat(10_000),
+            "}".repeat(10_000)
+        );
+        assert!(
+            matches!(err(ChatCompletions, &deep), RequestError::InvalidJson(m) if m.contains("recursion")),
+            "{field}"
+        );
+    }
+    // Moderately nested extras (a tool's JSON schema) pass.
+    let schema = r#"{"model":"m","messages":[{}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"array","items":{"type":"object","properties":{"b":{"type":"string"}}}}}}}}]}"#;
+    ok(ChatCompletions, schema);
+    assert_eq!(
+        err(
+            ChatCompletions,
+            r#"{"model":"m","stream":true,"stream":false,"messages":[{}]}"#
+        ),
+        RequestError::InvalidJson("duplicate field `stream` at line 1 column 35".into())
+    );
 }
 
 #[test]
