@@ -7,15 +7,17 @@ mod headers;
 mod identity;
 mod record;
 mod reply;
+mod request;
 mod response;
 mod route;
 mod stream;
 
+pub use crate::contract::{BACKEND_HEADER, METADATA_NAMESPACE};
 pub use error::{ClientError, StreamError};
 pub use headers::Headers;
 pub use reply::{BodyMode, Continue, Immediate, MetaValue, Reply};
 pub use route::{select, Selection};
-pub use stream::{Stream, BACKEND_HEADER, LARGE_COMPRESSED_BODY, METADATA_NAMESPACE};
+pub use stream::{Stream, LARGE_COMPRESSED_BODY};
 
 /// Per-process settings of the data path.
 #[derive(Debug, Clone)]

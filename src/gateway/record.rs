@@ -5,8 +5,8 @@ use crate::llm::Usage;
 use crate::usage::UsageRecord;
 
 use super::reply::MetaValue;
+use super::request::Routed;
 use super::response::ResponseOutcome;
-use super::stream::Routed;
 
 /// `(metadataKey, value)` for each configured cost; a CEL cost that fails is left out (logged).
 pub fn costs(config: &Config, routed: &Routed, usage: &Usage) -> Vec<(String, f64)> {

@@ -6,45 +6,19 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::config::{Config, SecretString, StreamUsage, MODEL_HEADER};
-use crate::contract::{ENVOY_ADDED_HEADERS, MAX_REQUEST_HEADERS, MAX_REQUEST_HEADER_BYTES};
-use crate::llm::{
-    apply_edits, decode_all, include_usage_edit, model_edit, models_body, parse_request,
-    DecodeError, Endpoint, Limits,
-};
+use crate::config::Config;
+use crate::llm::{models_body, Endpoint};
 
 use super::error::{ClientError, StreamError};
 use super::headers::Headers;
-use super::identity;
-use super::reply::{BodyMode, Continue, Immediate, MetaValue, Reply};
+use super::reply::{BodyMode, Continue, Immediate, Reply};
+use super::request::{self, Request, Routed};
 use super::response::{ResponseBody, ResponseOutcome};
-use super::route::{random_pick, select, Selection};
 use super::Options;
-
-pub use crate::contract::{BACKEND_HEADER, METADATA_NAMESPACE};
 
 /// Compressed bodies larger than this (in compressed bytes) are decoded off the thread that
 /// answers Envoy, so one large or hostile body does not hold up every other stream.
 pub const LARGE_COMPRESSED_BODY: usize = 64 * 1024;
-
-/// A request routed to a backend: what the response phases and the usage record need.
-#[derive(Debug, Clone)]
-pub(crate) struct Routed {
-    pub selection: Selection,
-    pub endpoint: Endpoint,
-    pub requested_model: String,
-    pub provider_model: String,
-    pub stream: bool,
-    pub request_id: String,
-    pub user: String,
-    pub started: Instant,
-    /// When the request went upstream (the reply to its body).
-    pub sent: Instant,
-    /// Provider status, once response headers came.
-    pub status: u16,
-    /// The gateway asked for stream usage the client did not: drop the usage-only chunk.
-    pub strip_usage_chunk: bool,
-}
 
 #[derive(Debug)]
 enum Phase {
@@ -131,7 +105,7 @@ impl Stream {
         self.started = Instant::now();
         // Every answer here ends the request; only a body to read changes the phase again.
         self.phase = Phase::Done;
-        if let Err(e) = check_header_limits(&headers) {
+        if let Err(e) = request::check_header_limits(&headers) {
             return Ok(client_error(e));
         }
         // CONNECT has no :path; it is an unknown URL like any other.
@@ -188,111 +162,20 @@ impl Stream {
         else {
             return Err(self.unexpected("request body"));
         };
-        match self.route_request(endpoint, &path, &headers, &buffer) {
+        let request = Request {
+            endpoint,
+            path: &path,
+            headers: &headers,
+            body: &buffer,
+            started: self.started,
+        };
+        match request.route(&self.config, &self.options) {
             Ok((reply, routed)) => {
                 self.phase = Phase::ResponseHeaders(Box::new(routed));
                 Ok(Reply::Continue(reply))
             }
             Err(e) => Ok(client_error(e)),
         }
-    }
-
-    fn route_request(
-        &self,
-        endpoint: Endpoint,
-        path: &str,
-        headers: &Headers,
-        body: &[u8],
-    ) -> Result<(Continue, Routed), ClientError> {
-        let limits = Limits::bytes(self.options.max_body_bytes as usize);
-        let decoded = decode_request_body(headers, body, limits)?;
-        let body = decoded.as_deref().unwrap_or(body);
-        let info = parse_request(endpoint, body)?;
-        let config = &self.config;
-        let selection = select(config, headers, &info.model, random_pick)
-            .ok_or_else(|| ClientError::ModelNotFound(info.model.clone()))?;
-        let rule = &config.rules[selection.rule];
-        let target = &rule.backends[selection.backend_ref];
-        let backend = &config.backends[selection.backend];
-        let route = &config.routes[rule.route];
-        let mut reply = Continue {
-            clear_route_cache: true,
-            ..Continue::default()
-        };
-        provider_headers(
-            &mut reply,
-            headers,
-            &info.model,
-            backend
-                .api_key
-                .as_ref()
-                .filter(|_| self.options.inject_keys),
-            &backend.name,
-            endpoint.backend_path(&backend.prefix, path),
-        );
-        let mut edits = Vec::new();
-        if let Some(name) = &target.model_name_override {
-            edits.push(model_edit(&info, name));
-        }
-        // Usage records, metrics and costs need a stream's usage: ask a provider that reports
-        // it only when asked, and take its extra chunk out of what the client did not ask for.
-        let ask_usage = info.stream
-            && !info.include_usage
-            && backend.stream_usage == StreamUsage::OnRequest
-            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
-        let usage_edit = ask_usage.then(|| include_usage_edit(body, &info)).flatten();
-        let strip_usage_chunk = usage_edit.is_some();
-        if let Some(edit) = usage_edit {
-            edits.push(edit);
-            // The chunk is taken out of plain text only.
-            reply
-                .set_headers
-                .push(("accept-encoding".into(), "identity".into()));
-        }
-        if decoded.is_some() {
-            reply.remove_headers.push("content-encoding".into());
-        }
-        if !edits.is_empty() || decoded.is_some() {
-            let new_body = apply_edits(body, edits);
-            reply
-                .set_headers
-                .push(("content-length".into(), new_body.len().to_string()));
-            reply.body = Some(new_body);
-        }
-        let provider_model = target
-            .model_name_override
-            .clone()
-            .unwrap_or_else(|| info.model.clone());
-        reply.metadata = vec![
-            ("route_name".into(), MetaValue::Str(route.name.clone())),
-            ("backend_name".into(), MetaValue::Str(backend.name.clone())),
-            (
-                "model_name_override".into(),
-                MetaValue::Str(provider_model.clone()),
-            ),
-            ("original_path".into(), MetaValue::Str(path.to_string())),
-            ("requested_model".into(), MetaValue::Str(info.model.clone())),
-        ];
-        let routed = Routed {
-            selection,
-            endpoint,
-            requested_model: info.model,
-            provider_model,
-            stream: info.stream,
-            request_id: identity::request_id(headers),
-            user: self
-                .options
-                .user_header
-                .as_deref()
-                .and_then(|name| headers.get(name))
-                .map(identity::capped)
-                .unwrap_or_default(),
-            started: self.started,
-            sent: Instant::now(),
-            status: 0,
-            strip_usage_chunk,
-        };
-        Ok((reply, routed))
     }
 
     /// Response headers: choose how (and whether) to see the body.
@@ -397,76 +280,6 @@ impl Drop for Stream {
             Phase::RequestHeaders | Phase::RequestBody { .. } | Phase::Done => {}
         }
     }
-}
-
-/// A compressed request body, decoded within `limits` (providers take plain JSON); `None` when
-/// not compressed.
-fn decode_request_body(
-    headers: &Headers,
-    body: &[u8],
-    limits: Limits,
-) -> Result<Option<Vec<u8>>, ClientError> {
-    let encoding = headers
-        .get("content-encoding")
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match encoding.as_str() {
-        "" | "identity" => Ok(None),
-        _ => decode_all(&encoding, body, limits)
-            .map(Some)
-            .map_err(|e| match e {
-                DecodeError::Unsupported(enc) => ClientError::UnsupportedEncoding(enc),
-                DecodeError::TooLarge(limit) => ClientError::DecodedTooLarge(limit),
-                DecodeError::RatioTooHigh(ratio) => ClientError::CompressionRatio(ratio),
-                DecodeError::Corrupt(_) => ClientError::BadEncoding(e.to_string()),
-            }),
-    }
-}
-
-/// The headers the provider gets: routing headers for Envoy, its path and credentials (`key`,
-/// when the processor injects it: else Envoy does); the client's own key and any other internal
-/// `x-ai-eg-*` header are dropped.
-fn provider_headers(
-    reply: &mut Continue,
-    headers: &Headers,
-    model: &str,
-    key: Option<&SecretString>,
-    backend: &str,
-    path: String,
-) {
-    reply
-        .set_headers
-        .push((MODEL_HEADER.into(), model.to_string()));
-    reply
-        .set_headers
-        .push((BACKEND_HEADER.into(), backend.to_string()));
-    reply.set_headers.push((":path".into(), path));
-    match key {
-        Some(key) => reply
-            .set_headers
-            .push(("authorization".into(), format!("Bearer {}", key.expose()))),
-        None => reply.remove_headers.push("authorization".into()),
-    }
-    for (name, _) in headers.iter() {
-        if name.starts_with("x-ai-eg-") && name != MODEL_HEADER && name != BACKEND_HEADER {
-            reply.remove_headers.push(name.to_string());
-        }
-    }
-}
-
-/// The processor's bound on the request headers (Envoy's own sits higher, so that the headers
-/// the processor adds always fit).
-fn check_header_limits(headers: &Headers) -> Result<(), ClientError> {
-    let count = headers
-        .iter()
-        .filter(|(n, _)| !n.starts_with(':') && !ENVOY_ADDED_HEADERS.contains(n))
-        .count();
-    let bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
-    if count > MAX_REQUEST_HEADERS || bytes > MAX_REQUEST_HEADER_BYTES {
-        return Err(ClientError::HeadersTooLarge { count, bytes });
-    }
-    Ok(())
 }
 
 fn client_error(e: ClientError) -> Reply {
