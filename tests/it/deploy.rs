@@ -297,27 +297,40 @@ fn docker_compose_agrees_with_envoy_the_cli_and_the_dockerfile() {
 
 #[test]
 fn kubernetes_manifests_reference_each_other_consistently() {
-    let mut objects = Vec::new();
-    for file in [
-        "ai-extproc.yaml",
-        "envoy-extension-policy.yaml",
-        "routes.yaml",
-    ] {
-        objects.extend(docs(&format!("deploy/kubernetes/{file}")));
-    }
-    let find = |kind: &str, name: &str| {
+    let objects = crate::envoy_gateway::manifests();
+    let find = |kind: &str, name: &str| crate::envoy_gateway::find(&objects, kind, name);
+    let of_kind = |kind: &'static str| {
         objects
             .iter()
-            .find(|o| {
-                o["kind"].as_str() == Some(kind) && o["metadata"]["name"].as_str() == Some(name)
-            })
-            .unwrap_or_else(|| panic!("no {kind} {name}"))
+            .filter(move |o| o["kind"].as_str() == Some(kind))
     };
+    // The Gateway is the guide's (the same names as Envoy AI Gateway's basic.yaml).
     let gateway = docs("examples/basic.yaml")
         .into_iter()
         .find(|o| o["kind"].as_str() == Some("Gateway"))
         .unwrap();
     let gateway_name = gateway["metadata"]["name"].as_str().unwrap();
+    let shipped = find("Gateway", gateway_name);
+    assert_eq!(shipped["spec"], gateway["spec"]);
+
+    // One ClientTrafficPolicy on the Gateway (Envoy Gateway ignores a second one, Conflicted),
+    // named as the guide's basic.yaml names its own, so applying both updates one object; its
+    // buffer is the processor's body limit too.
+    let ctps: Vec<&Value> = of_kind("ClientTrafficPolicy").collect();
+    assert_eq!(ctps.len(), 1, "one ClientTrafficPolicy per Gateway");
+    assert_eq!(
+        ctps[0]["metadata"]["name"].as_str(),
+        Some("client-buffer-limit")
+    );
+    assert_eq!(
+        ctps[0]["spec"]["targetRefs"][0]["name"].as_str(),
+        Some(gateway_name)
+    );
+    let buffer = crate::envoy_gateway::quantity(&ctps[0]["spec"]["connection"]["bufferLimit"]);
+    assert!(
+        buffer >= 20 << 20,
+        "vision bodies need more than {buffer} bytes"
+    );
 
     // Policies attach to the guide's Gateway.
     let eep = find("EnvoyExtensionPolicy", "ai-extproc");
@@ -339,10 +352,10 @@ fn kubernetes_manifests_reference_each_other_consistently() {
         strings(&ext["metadata"]["writableNamespaces"]),
         ["io.envoy.ai_gateway"]
     );
-    assert_eq!(
-        find("ClientTrafficPolicy", "ai-extproc-buffers")["spec"]["targetRefs"][0]["name"].as_str(),
-        Some(gateway_name)
-    );
+    // HTTP/2 windows that carry multi-MB bodies within the message timeout.
+    let http2 = &ext["backendSettings"]["http2"];
+    assert!(crate::envoy_gateway::quantity(&http2["initialStreamWindowSize"]) >= 4 << 20);
+    assert!(crate::envoy_gateway::quantity(&http2["initialConnectionWindowSize"]) >= 16 << 20);
 
     // EnvoyExtensionPolicy -> Service port -> container port -> the port the process listens on.
     let backend = &ext["backendRefs"][0];
@@ -433,14 +446,33 @@ fn kubernetes_manifests_reference_each_other_consistently() {
     assert_eq!(mount["mountPath"].as_str(), Some(args[1].as_str()));
     let compiled = config::load_str("configmap", text, &CompileOptions::default()).unwrap();
 
-    // The HTTPRoute has a rule for every model the config routes, to a Backend that exists.
+    // The processor takes decoded bodies up to the Gateway's buffer.
+    let max_body = &args[args.iter().position(|a| a == "--max-body-bytes").unwrap() + 1];
+    assert_eq!(max_body.parse::<u64>().unwrap(), buffer);
+
+    // The HTTPRoute has a rule for every model the config routes, to a Backend that exists, and
+    // last a catch-all whose direct response (an HTTPRouteFilter that exists) is OpenAI JSON.
     let route = find("HTTPRoute", "ai-extproc-fireworks");
     assert_eq!(
         route["spec"]["parentRefs"][0]["name"].as_str(),
         Some(gateway_name)
     );
+    let rules = route["spec"]["rules"].as_sequence().unwrap();
+    let (catch_all, model_rules) = rules.split_last().unwrap();
+    assert_eq!(catch_all["matches"][0]["path"]["value"].as_str(), Some("/"));
+    let reference = &catch_all["filters"][0]["extensionRef"];
+    let filter = find(
+        reference["kind"].as_str().unwrap(),
+        reference["name"].as_str().unwrap(),
+    );
+    let direct = &filter["spec"]["directResponse"];
+    assert_eq!(direct["statusCode"].as_u64(), Some(404));
+    assert_eq!(direct["contentType"].as_str(), Some("application/json"));
+    let body: serde_json::Value =
+        serde_json::from_str(direct["body"]["inline"].as_str().unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
     let mut models = Vec::new();
-    for rule in route["spec"]["rules"].as_sequence().unwrap() {
+    for rule in model_rules {
         let header = &rule["matches"][0]["headers"][0];
         assert_eq!(header["name"].as_str(), Some("x-ai-eg-model"));
         models.push(header["value"].as_str().unwrap().to_string());
@@ -460,6 +492,11 @@ fn kubernetes_manifests_reference_each_other_consistently() {
     assert_eq!(models, configured);
     let tls = find("BackendTLSPolicy", "envoy-ai-gateway-fireworks-tls");
     assert_eq!(
+        tls["apiVersion"].as_str(),
+        Some("gateway.networking.k8s.io/v1"),
+        "v1alpha3 is not served by the standard-channel CRDs"
+    );
+    assert_eq!(
         tls["spec"]["targetRefs"][0]["name"].as_str(),
         Some("envoy-ai-gateway-fireworks")
     );
@@ -468,4 +505,23 @@ fn kubernetes_manifests_reference_each_other_consistently() {
             .as_str(),
         Some("ai-extproc-fireworks")
     );
+}
+
+#[test]
+fn envoy_gateway_values_need_no_ai_gateway_controller() {
+    let values = yaml("deploy/envoy-gateway-values.yaml");
+    let eg = &values["config"]["envoyGateway"];
+    assert_eq!(eg["extensionApis"]["enableBackend"].as_bool(), Some(true));
+    assert!(
+        eg["extensionManager"].is_null(),
+        "an extension manager pointing at a missing controller stops Envoy Gateway's updates"
+    );
+    // The README's Kubernetes steps are the ones the tests exercise.
+    let readme = read("README.md");
+    for step in [
+        "-f deploy/envoy-gateway-values.yaml",
+        "kubectl apply -f deploy/kubernetes/",
+    ] {
+        assert!(readme.contains(step), "README lacks {step:?}");
+    }
 }

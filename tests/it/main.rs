@@ -14,6 +14,7 @@ mod cli;
 mod deploy;
 mod edge;
 mod envoy_config;
+mod envoy_gateway;
 mod faults;
 mod grpc_fixtures;
 mod guide;
