@@ -5,15 +5,25 @@ use ai_extproc::llm::{apply_edits, include_usage_edit, model_edit, parse_request
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    for endpoint in [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings] {
+    for endpoint in [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+    ] {
         let Ok(info) = parse_request(endpoint, data) else {
             continue;
         };
         let edit = model_edit(&info, "accounts/fireworks/models/x");
         // Every byte outside the model value is kept.
         let out = apply_edits(data, vec![edit.clone()]);
-        assert_eq!(&out[..info.model_span.start], &data[..info.model_span.start]);
-        assert_eq!(&out[out.len() - (data.len() - info.model_span.end)..], &data[info.model_span.end..]);
+        assert_eq!(
+            &out[..info.model_span.start],
+            &data[..info.model_span.start]
+        );
+        assert_eq!(
+            &out[out.len() - (data.len() - info.model_span.end)..],
+            &data[info.model_span.end..]
+        );
         // The rewritten body still parses, with the new model.
         let again = parse_request(endpoint, &out).expect("a rewritten body parses");
         assert_eq!(again.model, "accounts/fireworks/models/x");

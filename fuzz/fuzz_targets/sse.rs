@@ -1,4 +1,5 @@
-//! The SSE reader: never panics, and any split of the same bytes reads the same. The usage-chunk
+//! The SSE reader: never panics, and any split of the same bytes reads the same (every split
+//! point of an input, or a spread of them, and one byte at a time). The usage-chunk
 //! filter likewise: any split gives the client the same bytes, reads the same usage as the plain
 //! reader, and removes nothing but usage-only events (what it forwards is the input with some
 //! whole events taken out, in order).
@@ -33,26 +34,54 @@ fn is_subsequence(sub: &[u8], whole: &[u8]) -> bool {
     sub.iter().all(|b| it.any(|w| w == b))
 }
 
-fuzz_target!(|input: (u16, &[u8])| {
-    let (split, data) = input;
-    let now = Instant::now();
-    let mut whole = SseReader::new();
-    whole.feed(data, now);
-    whole.finish(now);
-    let at = usize::from(split) % (data.len() + 1);
-    let mut parts = SseReader::new();
-    parts.feed(&data[..at], now);
-    parts.feed(&data[at..], now);
-    parts.finish(now);
-    assert_eq!(whole.state, parts.state);
+/// Where to split `data`: every position of a short input, a spread of them (offset by `seed`)
+/// for a longer one.
+fn split_points(data: &[u8], seed: u16) -> Vec<usize> {
+    const MAX: usize = 64;
+    let n = data.len();
+    if n < MAX {
+        return (0..=n).collect();
+    }
+    let offset = usize::from(seed) % (n / MAX);
+    (0..MAX).map(|i| offset + i * n / MAX).collect()
+}
 
+/// The reader's state after reading `parts` in turn.
+fn read(parts: &[&[u8]], now: Instant) -> SseReader {
+    let mut reader = SseReader::new();
+    for part in parts {
+        reader.feed(part, now);
+    }
+    reader.finish(now);
+    reader
+}
+
+fn check(parts: &[&[u8]], data: &[u8], whole: &SseReader, out_whole: &[u8], now: Instant) {
+    assert_eq!(
+        whole.state,
+        read(parts, now).state,
+        "a split changed what was read"
+    );
+    let (out, reader) = filtered(parts, now);
+    assert_eq!(out, out_whole, "a split changed what the client gets");
+    assert_eq!(reader.state.usage, whole.state.usage);
+    assert!(is_subsequence(&out, data));
+}
+
+fuzz_target!(|input: (u16, &[u8])| {
+    let (seed, data) = input;
+    let now = Instant::now();
+    let whole = read(&[data], now);
     let (out_whole, read_whole) = filtered(&[data], now);
-    let (out_parts, read_parts) = filtered(&[&data[..at], &data[at..]], now);
-    assert_eq!(out_whole, out_parts, "the split changed what the client gets");
     assert_eq!(read_whole.state.usage, whole.state.usage);
-    assert_eq!(read_parts.state.usage, whole.state.usage);
     assert!(is_subsequence(&out_whole, data));
     if whole.state.usage_only_events == 0 {
         assert_eq!(out_whole, data, "nothing to remove, nothing removed");
     }
+    // Every split in two (or a spread of them), and one byte at a time.
+    for at in split_points(data, seed) {
+        check(&[&data[..at], &data[at..]], data, &whole, &out_whole, now);
+    }
+    let bytes: Vec<&[u8]> = data.chunks(1).collect();
+    check(&bytes, data, &whole, &out_whole, now);
 });

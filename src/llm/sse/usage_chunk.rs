@@ -24,7 +24,13 @@ pub struct UsageChunkFilter {
     held: BytesMut,
     /// Gave up (an event over `MAX_HELD`): chunks pass as they are.
     passthrough: bool,
+    /// The last event ended on a CR that was the last byte of a chunk: if the next chunk starts
+    /// with LF, that LF is the rest of its CRLF and goes where the event went (dropped or not).
+    cr_ended: Option<Dropped>,
 }
+
+/// Whether an event was taken out.
+type Dropped = bool;
 
 /// Where the first complete event of `buf` ends: just past the empty line that closes it
 /// (lines end with LF, CRLF or CR).
@@ -62,19 +68,30 @@ impl UsageChunkFilter {
             reader.feed(chunk, now);
             return None;
         }
+        let mut chunk = chunk;
+        let mut dropped = false;
+        if let (Some(event_dropped), Some(b'\n')) = (self.cr_ended.take(), chunk.first()) {
+            reader.feed(&chunk[..1], now);
+            if event_dropped {
+                chunk = &chunk[1..];
+                dropped = true;
+            }
+        }
         let had_held = !self.held.is_empty();
         self.held.extend_from_slice(chunk);
         let mut out = BytesMut::with_capacity(self.held.len());
-        let mut dropped = false;
         while let Some(end) = event_end(&self.held) {
             let event = self.held.split_to(end);
             let before = reader.state.usage_only_events;
             reader.feed(&event, now);
-            if reader.state.usage_only_events == before {
-                out.extend_from_slice(&event);
-            } else {
+            let event_dropped = reader.state.usage_only_events != before;
+            if event_dropped {
                 dropped = true;
+            } else {
+                out.extend_from_slice(&event);
             }
+            self.cr_ended =
+                (event.last() == Some(&b'\r') && self.held.is_empty()).then_some(event_dropped);
         }
         if self.held.len() > MAX_HELD {
             tracing::warn!(
@@ -168,6 +185,21 @@ mod tests {
             .collect();
         let (_, _, rewritten) = run(&chunks);
         assert_eq!(rewritten, 0, "no chunk needed a rewrite");
+    }
+
+    /// A CRLF cut between its CR and LF (found by fuzzing): the LF goes with its event.
+    #[test]
+    fn a_crlf_split_across_chunks_goes_with_its_event() {
+        let stream = STREAM.replace('\n', "\r\n");
+        let bytes = stream.as_bytes();
+        let want = without_usage_chunk(STREAM).replace('\n', "\r\n");
+        for at in 0..=bytes.len() {
+            let (out, r, _) = run(&[&bytes[..at], &bytes[at..]]);
+            assert_eq!(String::from_utf8(out).unwrap(), want, "split at {at}");
+            assert_eq!(r.state.usage.map(|u| u.total), Some(4), "split at {at}");
+        }
+        let one_byte_chunks: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(run(&one_byte_chunks).0, want.as_bytes());
     }
 
     #[test]
