@@ -158,6 +158,7 @@ impl App {
                 usage: Some(usage.clone()),
                 max_body_bytes: options.max_body_bytes,
                 inject_keys: options.inject_keys,
+                clock: crate::gateway::Clock::default(),
             },
             metrics.clone(),
         );

@@ -2,6 +2,7 @@
 //! rewrite model, path and credentials, answer what Envoy should not forward, read usage.
 //! Nothing here knows tonic or envoy-types; `extproc` translates at the edge.
 
+mod clock;
 mod error;
 mod headers;
 mod identity;
@@ -13,6 +14,7 @@ mod route;
 mod stream;
 
 pub use crate::contract::{BACKEND_HEADER, METADATA_NAMESPACE};
+pub use clock::Clock;
 pub use error::{ClientError, StreamError};
 pub use headers::Headers;
 pub use reply::{BodyMode, Continue, Immediate, MetaValue, Reply};
@@ -31,6 +33,8 @@ pub struct Options {
     /// Whether the processor puts the backend's key on the request (beside Envoy Gateway), or
     /// Envoy does (the bootstraps ai-extproc renders: the key then stays out of Envoy's logs).
     pub inject_keys: bool,
+    /// Where timings are read.
+    pub clock: Clock,
 }
 
 impl Default for Options {
@@ -40,6 +44,7 @@ impl Default for Options {
             usage: None,
             max_body_bytes: crate::contract::DEFAULT_MAX_BODY_BYTES,
             inject_keys: true,
+            clock: Clock::default(),
         }
     }
 }

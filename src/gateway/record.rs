@@ -82,8 +82,13 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// The usage record of a finished (or ended) request.
-pub fn usage_record(config: &Config, routed: &Routed, outcome: &ResponseOutcome) -> UsageRecord {
+/// The usage record of a finished (or ended) request, at `now`.
+pub fn usage_record(
+    config: &Config,
+    routed: &Routed,
+    outcome: &ResponseOutcome,
+    now: std::time::Instant,
+) -> UsageRecord {
     let rule = &config.rules[routed.selection.rule];
     let usage = if success(routed) { outcome.usage } else { None };
     let u = usage.unwrap_or_default();
@@ -110,7 +115,7 @@ pub fn usage_record(config: &Config, routed: &Routed, outcome: &ResponseOutcome)
         reasoning_tokens: u.reasoning,
         costs: usage.map(|u| costs(config, routed, &u)).unwrap_or_default(),
         status: routed.status,
-        duration_ms: routed.started.elapsed().as_secs_f64() * 1000.0,
+        duration_ms: now.saturating_duration_since(routed.started).as_secs_f64() * 1000.0,
         time_to_first_token_ms: outcome.time_to_first_token_ms.unwrap_or(0.0),
         inter_token_latency_ms: outcome.inter_token_latency_ms.unwrap_or(0.0),
         stream: routed.stream,

@@ -145,7 +145,7 @@ impl Request<'_> {
                 .map(identity::capped)
                 .unwrap_or_default(),
             started,
-            sent: Instant::now(),
+            sent: options.clock.now(),
             status: 0,
             strip_usage_chunk,
         };

@@ -29,7 +29,8 @@ pub enum ResponseBody {
         /// Takes out the usage-only chunk the gateway asked for and the client did not.
         filter: Option<Box<UsageChunkFilter>>,
     },
-    /// A non-2xx body that is not JSON: buffered, then rewritten as an OpenAI error.
+    /// A non-2xx body: buffered, then rewritten as an OpenAI error when it is not JSON, and
+    /// rid of the backend's key whatever it is.
     Error { encoding: String, buffer: Vec<u8> },
 }
 
@@ -89,7 +90,8 @@ impl ResponseBody {
                 buffer: Vec::new(),
             }),
             true => None,
-            false if is_json => None,
+            // Errors are read whole, JSON ones too: a provider's error may echo the request's
+            // headers, and the key must not come back to the client.
             false => Some(Self::Error {
                 encoding,
                 buffer: Vec::new(),
@@ -162,7 +164,14 @@ impl ResponseBody {
         }
     }
 
-    pub fn finish(self, status: u16, sent: Instant, now: Instant) -> ResponseOutcome {
+    /// What the body gave; `secret` (the backend's key) never goes back to the client.
+    pub fn finish(
+        self,
+        status: u16,
+        sent: Instant,
+        now: Instant,
+        secret: Option<&str>,
+    ) -> ResponseOutcome {
         match self {
             Self::Json { encoding, buffer } => {
                 match decode_all(&encoding, &buffer, Limits::default()) {
@@ -203,7 +212,7 @@ impl ResponseBody {
                 }
             }
             Self::Error { encoding, buffer } => ResponseOutcome {
-                replacement: error_replacement(status, &encoding, &buffer),
+                replacement: error_replacement(status, &encoding, &buffer, secret),
                 ..ResponseOutcome::default()
             },
         }
@@ -249,13 +258,22 @@ fn invalid_json_replacement(status: u16) -> Continue {
     }
 }
 
-/// A non-JSON provider error as OpenAI JSON, same status; `None` if it is JSON after all.
-fn error_replacement(status: u16, encoding: &str, body: &[u8]) -> Option<Continue> {
+/// A provider error for the client: a non-JSON one as OpenAI JSON with the same status (quoting
+/// its text), a JSON one as sent; either rid of `secret`. `None` when it passes unchanged.
+fn error_replacement(
+    status: u16,
+    encoding: &str,
+    body: &[u8],
+    secret: Option<&str>,
+) -> Option<Continue> {
     let decoded = decode_all(encoding, body, Limits::default()).unwrap_or_else(|_| body.to_vec());
     if serde_json::from_slice::<serde::de::IgnoredAny>(&decoded).is_ok() {
-        return None;
+        let redacted = redact(&decoded, secret)?;
+        tracing::warn!(status, "the provider's error echoed the key; removed");
+        return Some(replacement_body(redacted, None));
     }
-    let text = String::from_utf8_lossy(&decoded);
+    let redacted = redact(&decoded, secret);
+    let text = String::from_utf8_lossy(redacted.as_deref().unwrap_or(&decoded)).into_owned();
     let text = text.trim();
     let mut cut = text.len().min(MAX_ERROR_TEXT);
     while !text.is_char_boundary(cut) {
@@ -272,13 +290,39 @@ fn error_replacement(status: u16, encoding: &str, body: &[u8]) -> Option<Continu
         "upstream_error"
     };
     let json = ErrorBody::new(message, kind, None, Some("upstream_error")).to_json();
-    Some(Continue {
-        set_headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("content-length".into(), json.len().to_string()),
-        ],
+    Some(replacement_body(json, Some("application/json")))
+}
+
+/// A new body for the client: plain (any encoding is gone), its length, maybe its type.
+fn replacement_body(body: Vec<u8>, content_type: Option<&str>) -> Continue {
+    let mut set_headers = vec![("content-length".to_string(), body.len().to_string())];
+    if let Some(t) = content_type {
+        set_headers.push(("content-type".into(), t.into()));
+    }
+    Continue {
+        set_headers,
         remove_headers: vec!["content-encoding".into()],
-        body: Some(Bytes::from(json)),
+        body: Some(Bytes::from(body)),
         ..Continue::default()
-    })
+    }
+}
+
+/// `bytes` with every occurrence of `secret` replaced by `***`; `None` when there is none (or
+/// no usable secret: a key shorter than 4 characters would match too much).
+fn redact(bytes: &[u8], secret: Option<&str>) -> Option<Vec<u8>> {
+    let secret = secret.filter(|s| s.len() >= 4)?.as_bytes();
+    let first = bytes.windows(secret.len()).position(|w| w == secret)?;
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..first]);
+    let mut rest = &bytes[first..];
+    while !rest.is_empty() {
+        if rest.starts_with(secret) {
+            out.extend_from_slice(b"***");
+            rest = &rest[secret.len()..];
+        } else {
+            out.push(rest[0]);
+            rest = &rest[1..];
+        }
+    }
+    Some(out)
 }

@@ -49,11 +49,12 @@ impl Stream {
     }
 
     pub fn with_options(config: Arc<Config>, options: Options) -> Self {
+        let started = options.clock.now();
         Self {
             config,
             options,
             phase: Phase::RequestHeaders,
-            started: Instant::now(),
+            started,
         }
     }
 
@@ -102,7 +103,7 @@ impl Stream {
         if !matches!(self.phase, Phase::RequestHeaders) {
             return Err(self.unexpected("request headers"));
         }
-        self.started = Instant::now();
+        self.started = self.options.clock.now();
         // Every answer here ends the request; only a body to read changes the phase again.
         self.phase = Phase::Done;
         if let Err(e) = request::check_header_limits(&headers) {
@@ -234,7 +235,7 @@ impl Stream {
         let Phase::ResponseBody(_, body) = &mut self.phase else {
             return Err(self.unexpected("response body"));
         };
-        let now = Instant::now();
+        let now = self.options.clock.now();
         let mut forwarded = body.feed(&chunk, now);
         if !end_of_stream {
             return Ok(Reply::Continue(Continue {
@@ -250,7 +251,7 @@ impl Stream {
         else {
             return Err(self.unexpected("response body"));
         };
-        let outcome = body.finish(routed.status, routed.sent, now);
+        let outcome = body.finish(routed.status, routed.sent, now, self.key_of(&routed));
         let mut reply = outcome.replacement.clone().unwrap_or_default();
         if reply.body.is_none() {
             reply.body = forwarded;
@@ -260,9 +261,23 @@ impl Stream {
         Ok(Reply::Continue(reply))
     }
 
+    /// The key of the backend a request went to.
+    fn key_of(&self, routed: &Routed) -> Option<&str> {
+        self.config.backends[routed.selection.backend]
+            .api_key
+            .as_ref()
+            .map(|k| k.expose())
+    }
+
     fn emit(&self, routed: &Routed, outcome: &ResponseOutcome) {
         if let Some(hub) = &self.options.usage {
-            hub.emit(super::record::usage_record(&self.config, routed, outcome));
+            let now = self.options.clock.now();
+            hub.emit(super::record::usage_record(
+                &self.config,
+                routed,
+                outcome,
+                now,
+            ));
         }
     }
 }
@@ -270,11 +285,11 @@ impl Stream {
 impl Drop for Stream {
     /// Envoy ended the stream early (client gone, upstream reset): record what was seen.
     fn drop(&mut self) {
-        let now = Instant::now();
+        let now = self.options.clock.now();
         match std::mem::replace(&mut self.phase, Phase::Done) {
             Phase::ResponseHeaders(routed) => self.emit(&routed, &ResponseOutcome::default()),
             Phase::ResponseBody(routed, body) => {
-                let outcome = body.finish(routed.status, routed.sent, now);
+                let outcome = body.finish(routed.status, routed.sent, now, None);
                 self.emit(&routed, &outcome);
             }
             Phase::RequestHeaders | Phase::RequestBody { .. } | Phase::Done => {}

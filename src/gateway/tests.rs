@@ -166,7 +166,7 @@ fn response_body_modes() {
             BodyMode::Streamed,
         ),
         ("200", "application/json", Some("gzip"), BodyMode::Buffered),
-        ("429", "application/json", None, BodyMode::None),
+        ("429", "application/json", None, BodyMode::Buffered),
         ("500", "text/plain", None, BodyMode::Buffered),
         ("503", "text/html", Some("br"), BodyMode::Buffered),
         ("200", "application/octet-stream", None, BodyMode::None),
@@ -480,4 +480,78 @@ fn compressed_responses_are_bounded_and_large_ones_decoded_off_thread() {
         "{:?}",
         c.metadata
     );
+}
+
+/// Timings come from the stream's clock: exact values, not masked ones.
+#[test]
+fn time_to_first_token_inter_token_latency_and_duration_are_exact() {
+    let clock = Clock::manual();
+    let hub = crate::usage::UsageHub::new();
+    let mut records = hub.subscribe(4);
+    let options = Options {
+        clock: clock.clone(),
+        usage: Some(hub),
+        ..Options::default()
+    };
+    let ms = std::time::Duration::from_millis;
+    let mut s = Stream::with_options(config(), options);
+    cont(
+        s.on_request_headers(post("/v1/chat/completions"), false)
+            .unwrap(),
+    );
+    let body =
+        r#"{"model":"qwen-instruct","stream":true,"messages":[{"role":"user","content":"Hi"}]}"#;
+    cont(s.on_request_body(Bytes::from(body), true).unwrap());
+    clock.advance(ms(100));
+    let headers = Headers::from([(":status", "200"), ("content-type", "text/event-stream")]);
+    cont(s.on_response_headers(headers, false).unwrap());
+    let event = |delta: &str, usage: &str| {
+        Bytes::from(format!(
+            "data: {{\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{delta}}}],\"usage\":{usage}}}\n\n"
+        ))
+    };
+    cont(
+        s.on_response_body(event(r#"{"role":"assistant"}"#, "null"), false)
+            .unwrap(),
+    );
+    // Tokens at +250, +300 and +350 ms; usage says 3 output tokens.
+    for step in [150, 50, 50] {
+        clock.advance(ms(step));
+        cont(
+            s.on_response_body(event(r#"{"content":"w "}"#, "null"), false)
+                .unwrap(),
+        );
+    }
+    cont(
+        s.on_response_body(
+            event(
+                "{}",
+                r#"{"prompt_tokens":2,"completion_tokens":3,"total_tokens":5}"#,
+            ),
+            false,
+        )
+        .unwrap(),
+    );
+    clock.advance(ms(10));
+    let c = cont(
+        s.on_response_body(Bytes::from("data: [DONE]\n\n"), true)
+            .unwrap(),
+    );
+    let meta = |key: &str| {
+        c.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {key} in {:?}", c.metadata))
+    };
+    assert_eq!(meta("time_to_first_token_ms"), MetaValue::Num(250.0));
+    assert_eq!(
+        meta("inter_token_latency_ms"),
+        MetaValue::Num(50.0),
+        "(350 - 250) ms over 3 - 1 gaps"
+    );
+    let rec = records.try_recv().expect("a usage record");
+    assert_eq!(rec.time_to_first_token_ms, 250.0);
+    assert_eq!(rec.inter_token_latency_ms, 50.0);
+    assert_eq!(rec.duration_ms, 360.0);
 }
