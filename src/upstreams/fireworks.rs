@@ -122,14 +122,29 @@ const EMBEDDING_FIELDS: &[&str] = &[
 /// front of them) do: `429`, `503` (Fireworks' JSON envelope), `500` (a proxy's plain text),
 /// `sse-malformed` (a 100-event stream with a broken event in the middle, usage at the end),
 /// `reset` (a stream cut mid-way, after usage so far), `hang` (no answer at all), `garbage`
-/// (a 200 "JSON" body that is not JSON), `slow-stream` (one event a second for two minutes).
+/// (a 200 "JSON" body that is not JSON), `slow-stream` (one event a second for two minutes),
+/// `echo` and `echo-json` (a 500 HTML page and a 400 JSON error that quote the request's headers,
+/// as some proxies' and frameworks' error pages do). Error bodies carry a `usage` object where
+/// they can, so that a test shows it is not charged.
 pub const FAULT_HEADER: &str = "x-fake-fireworks-fault";
 
-fn fault_response(fault: &str, request_id: &str) -> http::Response<Body> {
+/// Test-only request header: `on-request` makes the fake report stream usage as OpenAI does,
+/// only when asked (`stream_options.include_usage: true`), instead of as Fireworks does (on
+/// the finishing chunk, always). A backend with that behaviour is configured with the
+/// annotation `ai-extproc.io/stream-usage: on-request`.
+pub const STREAM_USAGE_HEADER: &str = "x-fake-fireworks-stream-usage";
+
+fn fault_response(fault: &str, req: &Recorded, request_id: &str) -> http::Response<Body> {
+    let usage = json!({"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10});
+    let echoed: Vec<String> = req
+        .headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}"))
+        .collect();
     let envelope = |status: u16, message: &str| {
         json_response(
             status,
-            &json!({"error": {"object": "error", "type": "invalid_request_error", "code": "invalid_request_error", "message": message}, "request_id": request_id}),
+            &json!({"error": {"object": "error", "type": "invalid_request_error", "code": "invalid_request_error", "message": message}, "request_id": request_id, "usage": usage}),
             &[(
                 "x-ratelimit-over-limit",
                 if status == 429 { "yes" } else { "no" }.to_string(),
@@ -143,12 +158,37 @@ fn fault_response(fault: &str, request_id: &str) -> http::Response<Body> {
         "garbage" => bytes_response(
             200,
             "application/json",
-            b"\x00\x13garbage{{{not json".to_vec(),
+            format!("{{\"usage\":{usage}}}\x00\x13garbage{{{{{{not json").into_bytes(),
+            &[],
+        ),
+        "echo" => bytes_response(
+            500,
+            "text/html",
+            format!(
+                "<html><body><h1>500 Internal Server Error</h1><pre>{}</pre></body></html>",
+                echoed.join("\n")
+            )
+            .into_bytes(),
+            &[],
+        ),
+        "echo-json" => json_response(
+            400,
+            &json!({"error": {"type": "invalid_request_error", "message": "bad request", "headers": echoed}, "usage": usage}),
             &[],
         ),
         "429" => envelope(429, "rate limit exceeded, please try again later"),
+        "401" => json_response(
+            401,
+            &json!({"error": {"message": "The API key you provided is invalid.", "param": null, "code": "UNAUTHORIZED", "type": "error"}, "request_id": request_id, "usage": usage}),
+            &[],
+        ),
         "503" => envelope(503, "The server is overloaded, please try again later"),
-        _ => bytes_response(500, "text/plain", b"Internal Server Error\n".to_vec(), &[]),
+        _ => bytes_response(
+            500,
+            "text/plain",
+            format!("Internal Server Error\n{{\"usage\":{usage}}}\n").into_bytes(),
+            &[],
+        ),
     }
 }
 
@@ -215,7 +255,7 @@ fn respond(req: &Recorded, options: &FireworksOptions) -> http::Response<Body> {
     };
     let request_id = request_id(req);
     if let Some(fault) = req.header(FAULT_HEADER) {
-        return fault_response(fault, &request_id);
+        return fault_response(fault, req, &request_id);
     }
     if req.header("authorization") != Some(format!("Bearer {}", options.api_key).as_str()) {
         return json_response(
@@ -484,7 +524,12 @@ fn generate(
             .and_then(|o| o.get("include_usage"))
             .and_then(Value::as_bool)
             == Some(true);
-        return stream_response(gen, include_usage, options.stream_interval, &headers);
+        let usage = match (include_usage, req.header(STREAM_USAGE_HEADER)) {
+            (true, _) => StreamUsage::Asked,
+            (false, Some("on-request")) => StreamUsage::Never,
+            (false, _) => StreamUsage::Finishing,
+        };
+        return stream_response(gen, usage, options.stream_interval, &headers);
     }
     let body = serde_json::to_vec(&gen.whole()).unwrap_or_default();
     if accepts_gzip(req) {
@@ -553,7 +598,7 @@ impl Generation {
     }
 
     /// The SSE events, in order.
-    fn events(&self, include_usage: bool) -> Vec<String> {
+    fn events(&self, usage: StreamUsage) -> Vec<String> {
         let mut events = Vec::new();
         // With include_usage (OpenAI semantics) every chunk carries "usage": null.
         let none = Value::Null;
@@ -578,25 +623,38 @@ impl Generation {
                 json!([{"index": 0, "text": "", "logprobs": null, "finish_reason": self.finish}])
             }
         };
-        if include_usage {
-            events.push(self.chunk(last, none));
-            events.push(self.chunk(json!([]), self.usage.clone()));
-        } else {
+        match usage {
+            StreamUsage::Asked => {
+                events.push(self.chunk(last, none));
+                events.push(self.chunk(json!([]), self.usage.clone()));
+            }
             // Fireworks sends usage on the finishing chunk even without stream_options.
-            events.push(self.chunk(last, self.usage.clone()));
+            StreamUsage::Finishing => events.push(self.chunk(last, self.usage.clone())),
+            StreamUsage::Never => events.push(self.chunk(last, none)),
         }
         events.push("data: [DONE]\n\n".into());
         events
     }
 }
 
+/// Where a stream reports its usage.
+#[derive(Clone, Copy)]
+enum StreamUsage {
+    /// Asked with `include_usage`: a last chunk with `"choices": []` (OpenAI and Fireworks).
+    Asked,
+    /// Not asked, Fireworks: on the finishing chunk.
+    Finishing,
+    /// Not asked, OpenAI semantics: nowhere.
+    Never,
+}
+
 fn stream_response(
     gen: Generation,
-    include_usage: bool,
+    usage: StreamUsage,
     interval: Duration,
     headers: &[(&str, String)],
 ) -> http::Response<Body> {
-    sse_response(gen.events(include_usage), interval, headers)
+    sse_response(gen.events(usage), interval, headers)
 }
 
 fn embeddings(req: &Recorded, request_id: &str) -> http::Response<Body> {

@@ -8,7 +8,10 @@ mod server;
 mod testupstream;
 mod tls;
 
-pub use fireworks::{FireworksOptions, FAKE_MODELS, FAULT_HEADER as FAKE_FIREWORKS_FAULT_HEADER};
+pub use fireworks::{
+    FireworksOptions, FAKE_MODELS, FAULT_HEADER as FAKE_FIREWORKS_FAULT_HEADER,
+    STREAM_USAGE_HEADER as FAKE_FIREWORKS_STREAM_USAGE_HEADER,
+};
 pub use record::{Recorded, Recorder};
 pub use server::{spawn, Upstream, UpstreamKind};
 pub use testupstream::TestOptions;
