@@ -1,11 +1,12 @@
 //! Recorded ext_proc message sequences (tests/fixtures/grpc/*.yaml) sent to the real tonic
-//! service over gRPC; the replies are compared with golden snapshots (tests/it/snapshots).
+//! service over gRPC; the replies are compared with golden snapshots (tests/golden/snapshots).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use ai_extproc::config::{self, CompileOptions, ConfigHandle};
 use ai_extproc::extproc::{serve, Listen, Processor};
+use ai_extproc::gateway::{Clock, Options};
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_client::ExternalProcessorClient;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
@@ -17,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::harness::{examples, root};
+use crate::{examples, root};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,10 +151,6 @@ fn render(r: &ProcessingResponse) -> Value {
                 .fields
                 .iter()
                 .map(|(k, v)| {
-                    if k.ends_with("_ms") {
-                        // Timing differs run to run; its presence is what is pinned.
-                        return (k, json!("<ms>"));
-                    }
                     let v = match &v.kind {
                         Some(Kind::NumberValue(n)) => json!(n),
                         Some(Kind::StringValue(s)) => json!(s),
@@ -169,7 +166,8 @@ fn render(r: &ProcessingResponse) -> Value {
     v
 }
 
-async fn start_processor() -> SocketAddr {
+/// The processor, on a clock that moves only when a replay says so (timings are exact).
+async fn start_processor() -> (SocketAddr, Clock) {
     let options = CompileOptions {
         now: 1_700_000_000,
         ..CompileOptions::default()
@@ -180,11 +178,18 @@ async fn start_processor() -> SocketAddr {
         .await
         .unwrap();
     let addr = bound.local_addr().unwrap();
-    tokio::spawn(serve(bound, Processor::new(handle), std::future::pending()));
-    addr
+    let clock = Clock::manual();
+    let options = Options {
+        clock: clock.clone(),
+        ..Options::default()
+    };
+    let processor = Processor::with_options(handle, options, Default::default());
+    tokio::spawn(serve(bound, processor, std::future::pending()));
+    (addr, clock)
 }
 
-async fn replay(addr: SocketAddr, fixture: &Fixture) -> Vec<Value> {
+/// Sends a fixture's messages 10 ms apart.
+async fn replay(addr: SocketAddr, clock: &Clock, fixture: &Fixture) -> Vec<Value> {
     let mut client = ExternalProcessorClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
@@ -196,6 +201,7 @@ async fn replay(addr: SocketAddr, fixture: &Fixture) -> Vec<Value> {
         .into_inner();
     let mut replies = Vec::new();
     for step in &fixture.messages {
+        clock.advance(std::time::Duration::from_millis(10));
         tx.send(request(step)).await.unwrap();
         let reply = inbound
             .message()
@@ -216,7 +222,7 @@ async fn replay(addr: SocketAddr, fixture: &Fixture) -> Vec<Value> {
 
 #[tokio::test]
 async fn recorded_sequences_match_their_snapshots() {
-    let addr = start_processor().await;
+    let (addr, clock) = start_processor().await;
     let dir = root().join("tests/fixtures/grpc");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -228,7 +234,7 @@ async fn recorded_sequences_match_their_snapshots() {
         let name = file.file_stem().unwrap().to_string_lossy().into_owned();
         let fixture: Fixture =
             serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-        let replies = replay(addr, &fixture).await;
+        let replies = replay(addr, &clock, &fixture).await;
         insta::assert_yaml_snapshot!(name, replies);
     }
 }

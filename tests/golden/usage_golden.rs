@@ -6,7 +6,7 @@ use std::time::Instant;
 use ai_extproc::llm::{response_info, SseReader};
 use serde_json::json;
 
-use crate::harness::root;
+use crate::root;
 
 #[test]
 fn fixtures_match_their_snapshots() {

@@ -293,14 +293,18 @@ async fn bad_input_gets_clear_errors() {
         for (n, v) in &c.headers {
             req = req.header(*n, v);
         }
+        // The fake records it: what reached the provider is found by case, not by content.
+        req = req.header(CASE_HEADER, c.name);
         let before = gw.fireworks().len();
         let r = req.send().await.unwrap();
         let status = r.status().as_u16();
-        let ct = r
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap_or("").to_string())
-            .unwrap_or_default();
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap_or("").to_string())
+        };
+        let ct = header("content-type").unwrap_or_default();
+        let allow = header("allow");
         let text = r.text().await.unwrap();
         let mut problem = None;
         if status != c.status {
@@ -316,10 +320,22 @@ async fn bad_input_gets_clear_errors() {
                     "not an OpenAI error ({ct}): {}",
                     &text[..text.len().min(200)]
                 ));
+            } else if err["type"] != "invalid_request_error" {
+                problem = Some(format!("type {} for a client error: {v}", err["type"]));
             } else if let Some(want) = c.expect {
                 if err["code"] != want && err["param"] != want {
                     problem = Some(format!("error names neither code nor param {want:?}: {v}"));
                 }
+            }
+            let want_allow = (c.status == 405).then(|| {
+                if c.path == "/v1/models" {
+                    "GET, HEAD"
+                } else {
+                    "POST"
+                }
+            });
+            if allow.as_deref() != want_allow {
+                problem = Some(format!("allow {allow:?}, want {want_allow:?}"));
             }
             if gw.fireworks().len() != before {
                 problem = Some("a refused request reached the provider".into());
@@ -338,13 +354,27 @@ async fn bad_input_gets_clear_errors() {
     );
 
     // The gzip case reached the provider decoded, with the override applied.
-    let decoded = gw.fireworks().all().into_iter().find(|r| {
-        r.header("content-encoding").is_none()
-            && r.json()
-                .is_some_and(|v| v["messages"][0]["content"] == "Hello!")
-    });
-    assert!(decoded.is_some());
+    let gzip_case = gw
+        .fireworks()
+        .all()
+        .into_iter()
+        .find(|r| r.header(CASE_HEADER) == Some("gzip request body (decoded)"))
+        .expect("the gzip case reached the provider");
+    assert_eq!(
+        gzip_case.header("content-encoding"),
+        None,
+        "decoded, so no encoding"
+    );
+    let v = gzip_case.json().expect("plain JSON");
+    assert_eq!(v["messages"][0]["content"], "Hello!");
+    assert_eq!(
+        v["model"],
+        "accounts/fireworks/models/qwen3-vl-235b-a22b-instruct"
+    );
 }
+
+/// A request header naming the case, which the fake records.
+const CASE_HEADER: &str = "x-test-case";
 
 /// 60 KB of gzip that inflates to 60 MB, and a body just past the ratio bound.
 #[tokio::test]

@@ -1,7 +1,7 @@
-//! Integration tests: one binary (each extra test binary costs a full link).
+//! Integration tests: one binary (each extra test binary costs a full link). The golden tests
+//! without Envoy (`tests/golden`) are a second, small one: `make mutants` runs them for every
+//! mutant, and this one takes far longer to link.
 //!
-//! - `grpc_fixtures`: the real tonic service driven with recorded ext_proc message sequences,
-//!   replies compared with golden snapshots.
 //! - `guide`: every curl of the Fireworks guide through real Envoy 1.40, ai-extproc and the fake
 //!   upstreams, checking what the provider received and what the client got.
 //! - `envoy_config`: the committed bootstrap in `envoy/` matches the renderer and Envoy accepts it.
@@ -16,7 +16,6 @@ mod edge;
 mod envoy_config;
 mod envoy_gateway;
 mod faults;
-mod grpc_fixtures;
 mod guide;
 mod hardening;
 mod harness;
@@ -25,4 +24,3 @@ mod ops;
 mod sdk;
 mod soak;
 mod usage;
-mod usage_golden;
