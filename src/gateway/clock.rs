@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A source of `Instant`s: the system's, or a hand-set one.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Clock(Source);
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 enum Source {
     System,
     Manual(Arc<Mutex<Instant>>),
@@ -18,15 +18,6 @@ enum Source {
 impl Default for Clock {
     fn default() -> Self {
         Self(Source::System)
-    }
-}
-
-impl std::fmt::Debug for Clock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self.0 {
-            Source::System => "Clock::System",
-            Source::Manual(_) => "Clock::Manual",
-        })
     }
 }
 

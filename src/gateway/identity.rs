@@ -95,7 +95,20 @@ mod tests {
         assert!(ca.len() <= MAX_IDENTITY, "{}", ca.len());
         assert_ne!(ca, cb);
         assert_eq!(capped(&a), ca, "stable");
-        // Never cut inside a character.
-        assert!(capped(&"é".repeat(1000)).len() <= MAX_IDENTITY);
+        // Exactly: 236 bytes, an ellipsis, the hash of the whole.
+        assert_eq!(ca, format!("{}…{:016x}", &a[..236], fnv1a(a.as_bytes())));
+        assert_eq!(ca.len(), 255);
+        // Never cut inside a character: back to the boundary before byte 236.
+        let euros = "€".repeat(1000);
+        assert_eq!(capped(&euros).len(), 234 + "…".len() + 16);
+        assert!(capped(&euros).starts_with(&"€".repeat(78)));
+    }
+
+    #[test]
+    fn fnv1a_is_the_standard_one() {
+        // Published FNV-1a 64-bit test vectors: the hash must not change between releases.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
     }
 }
