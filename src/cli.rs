@@ -485,11 +485,16 @@ pub fn route_table(config: &Config) -> String {
                 .as_deref()
                 .unwrap_or("(as requested)");
             let cluster = &config.clusters[backend.cluster];
+            // Priorities only where they matter (a rule that fails over).
+            let weight = if rule.fails_over() {
+                format!("weight {}, priority {}", target.weight, target.priority)
+            } else {
+                format!("weight {}", target.weight)
+            };
             out.push_str(&format!(
-                "{}\t{} (weight {})\t{}\t{} {}{}\n",
+                "{}\t{} ({weight})\t{}\t{} {}{}\n",
                 matches.join(" | "),
                 backend.name,
-                target.weight,
                 provider,
                 cluster.name,
                 match &cluster.endpoint {
@@ -551,6 +556,7 @@ async fn run_upstream(args: UpstreamArgs) -> Result<(), Failure> {
         UpstreamChoice::Fireworks => UpstreamKind::Fireworks(FireworksOptions {
             api_key: args.api_key.clone(),
             stream_interval: Duration::from_millis(args.stream_interval_ms),
+            ..FireworksOptions::default()
         }),
     };
     let up = upstreams::spawn(kind, args.listen).await?;
@@ -569,7 +575,6 @@ async fn run_upstream(args: UpstreamArgs) -> Result<(), Failure> {
 }
 
 async fn healthcheck(target: &str) -> Result<(), Failure> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let timeout = Duration::from_secs(3);
     if let Some(path) = target.strip_prefix("file://") {
         return std::path::Path::new(path)
@@ -587,25 +592,13 @@ async fn healthcheck(target: &str) -> Result<(), Failure> {
     let (authority, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
-    let check = async {
-        let mut s = tokio::net::TcpStream::connect(authority).await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    };
-    let reply = tokio::time::timeout(timeout, check).await??;
-    if reply.starts_with(b"HTTP/1.1 200") || reply.starts_with(b"HTTP/1.0 200") {
+    let answer = crate::http_get::get(authority, &path, timeout)
+        .await
+        .map_err(|e| Failure(format!("{target}: {e}")))?;
+    if answer.status == 200 {
         Ok(())
     } else {
-        Err(Failure(format!(
-            "{target}: {}",
-            String::from_utf8_lossy(&reply[..reply.len().min(80)]).trim()
-        )))
+        Err(Failure(format!("{target}: {}", answer.status_line())))
     }
 }
 

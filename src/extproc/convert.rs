@@ -13,10 +13,8 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 
-use crate::contract::PROCESSOR_REPLY_KEY;
-use crate::gateway::{
-    BodyMode, Continue, Headers, Immediate, MetaValue, Reply, METADATA_NAMESPACE,
-};
+use crate::contract::{METADATA_NAMESPACE, PROCESSOR_REPLY_KEY};
+use crate::gateway::{BodyMode, Continue, Headers, Immediate, MetaValue, Reply};
 
 /// Which message a reply answers (the oneof variant it must use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

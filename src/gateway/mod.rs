@@ -2,6 +2,7 @@
 //! rewrite model, path and credentials, answer what Envoy should not forward, read usage.
 //! Nothing here knows tonic or envoy-types; `extproc` translates at the edge.
 
+mod attempts;
 mod clock;
 mod error;
 mod headers;
@@ -13,7 +14,6 @@ mod response;
 mod route;
 mod stream;
 
-pub use crate::contract::{BACKEND_HEADER, METADATA_NAMESPACE};
 pub use clock::Clock;
 pub use error::{ClientError, StreamError};
 pub use headers::Headers;

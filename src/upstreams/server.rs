@@ -1,13 +1,11 @@
 //! The HTTP(S) server under both upstreams: accept, TLS (capturing SNI), HTTP/1.1 or h2,
 //! read the whole request, record it, answer.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -17,12 +15,9 @@ use tokio_rustls::TlsAcceptor;
 
 use super::fireworks::{self, FireworksOptions};
 use super::record::{Recorded, Recorder};
+use super::responses::Body;
 use super::testupstream::{self, TestOptions};
 use super::tls::TestCa;
-
-/// Response body type of the upstreams.
-/// Response body type of the upstreams (a body error resets the stream: a fault to inject).
-pub type Body = BoxBody<Bytes, std::io::Error>;
 
 /// Which upstream to run.
 #[derive(Debug, Clone)]
@@ -56,8 +51,8 @@ pub async fn spawn(kind: UpstreamKind, addr: SocketAddr) -> std::io::Result<Upst
     let recorder = Recorder::default();
     let tls = match &kind {
         UpstreamKind::Test(_) => None,
-        UpstreamKind::Fireworks(_) => Some(
-            TestCa::generate(&["api.fireworks.ai", "localhost"])
+        UpstreamKind::Fireworks(options) => Some(
+            TestCa::generate(&[options.host.as_str(), "localhost"])
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
         ),
     };
@@ -100,7 +95,12 @@ where
 {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (sni, kind, rec) = (sni.clone(), kind.clone(), rec.clone());
-        async move { Ok::<_, Infallible>(handle(req, sni, &kind, &rec).await) }
+        // No response: the connection is closed unanswered (a fault to inject).
+        async move {
+            handle(req, sni, &kind, &rec)
+                .await
+                .ok_or_else(|| std::io::Error::other("closing the connection unanswered"))
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // Providers take more headers than hyper's default 100 (Envoy and the gateway add some).
@@ -115,7 +115,7 @@ async fn handle(
     sni: Option<String>,
     kind: &UpstreamKind,
     rec: &Recorder,
-) -> Response<Body> {
+) -> Option<Response<Body>> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -149,96 +149,7 @@ async fn handle(
     };
     rec.push(recorded.clone());
     match kind {
-        UpstreamKind::Test(options) => testupstream::handle(&recorded, options),
+        UpstreamKind::Test(options) => Some(testupstream::handle(&recorded, options)),
         UpstreamKind::Fireworks(options) => fireworks::handle(&recorded, options).await,
     }
-}
-
-/// An event stream: each event sent on its own, `interval` apart.
-pub fn sse_response(
-    events: Vec<String>,
-    interval: std::time::Duration,
-    extra: &[(&str, String)],
-) -> Response<Body> {
-    sse_response_then(events, interval, None, extra)
-}
-
-/// An event stream that, after its events, fails with `error` (the connection is reset).
-pub fn sse_response_then(
-    events: Vec<String>,
-    interval: std::time::Duration,
-    error: Option<std::io::Error>,
-    extra: &[(&str, String)],
-) -> Response<Body> {
-    use tokio_stream::StreamExt;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    tokio::spawn(async move {
-        for (i, e) in events.into_iter().enumerate() {
-            if i > 0 && !interval.is_zero() {
-                tokio::time::sleep(interval).await;
-            }
-            if tx.send(Ok(Bytes::from(e))).await.is_err() {
-                return;
-            }
-        }
-        if let Some(e) = error {
-            let _ = tx.send(Err(e)).await;
-        }
-    });
-    let stream =
-        tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| b.map(hyper::body::Frame::data));
-    let mut builder = Response::builder()
-        .status(200)
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache");
-    for (n, v) in extra {
-        builder = builder.header(*n, v.as_str());
-    }
-    builder
-        .body(http_body_util::StreamBody::new(stream).boxed())
-        .unwrap_or_else(|_| empty())
-}
-
-/// A complete JSON response.
-pub fn json_response(
-    status: u16,
-    body: &serde_json::Value,
-    extra: &[(&str, String)],
-) -> Response<Body> {
-    bytes_response(
-        status,
-        "application/json",
-        serde_json::to_vec(body).unwrap_or_default(),
-        extra,
-    )
-}
-
-/// A complete response with the given content type.
-pub fn bytes_response(
-    status: u16,
-    content_type: &str,
-    body: Vec<u8>,
-    extra: &[(&str, String)],
-) -> Response<Body> {
-    let mut builder = Response::builder()
-        .status(status)
-        .header("content-type", content_type);
-    for (n, v) in extra {
-        builder = builder.header(*n, v.as_str());
-    }
-    builder
-        .body(
-            http_body_util::Full::new(Bytes::from(body))
-                .map_err(|never| match never {})
-                .boxed(),
-        )
-        .unwrap_or_else(|_| empty())
-}
-
-fn empty() -> Response<Body> {
-    Response::new(
-        http_body_util::Empty::new()
-            .map_err(|never| match never {})
-            .boxed(),
-    )
 }

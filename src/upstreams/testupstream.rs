@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::record::Recorded;
-use super::server::{json_response, sse_response, Body};
+use super::responses::{json_response, sse_response, Body};
 
 /// How the test upstream streams (`"stream": true`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
