@@ -141,7 +141,7 @@ def stream_median(port, path, headers):
 
 def vision_ms(port, path, headers):
     image = "A" * (9 * 1024 * 1024)
-    body = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": [
+    body = json.dumps({"model": json.loads(BODY)["model"], "messages": [{"role": "user", "content": [
         {"type": "text", "text": "What is this?"},
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}}]}]}).encode()
     times = []
@@ -171,7 +171,17 @@ async def open_streams(port, path, headers, n, hold_s):
     return sum(results)
 
 
-def measure(name, port, path, headers, pids):
+def measure(name, port, path, headers, pids, body=None):
+    """One row. `body`: another request body (its model picks another rule) for every sample."""
+    global BODY
+    saved, BODY = BODY, body or BODY
+    try:
+        return measure_row(name, port, path, headers, pids)
+    finally:
+        BODY = saved
+
+
+def measure_row(name, port, path, headers, pids):
     print(f"== {name}", file=sys.stderr)
     wrk(f"http://127.0.0.1:{port}{path}", 4, 2, headers)  # warm-up
     before = {k: cpu_seconds(p) for k, p in pids.items()}
@@ -211,6 +221,18 @@ def main():
         r = measure("Envoy + ai-extproc", 18091, "/v1/chat/completions", {}, {"envoy": envoy.pid, "ai-extproc": proc.pid})
         results.append(r)
         profile = perf_profile(tmp, {"envoy": envoy.pid, "ai-extproc": proc.pid}, 18091, {})
+        stop(envoy, proc)
+
+        # Failover: a rule with two priorities whose first answers, and one whose first refuses
+        # connections (one failed attempt per request). Same messages to the processor; Envoy
+        # rewrites each attempt in-process.
+        envoy, proc = start_product(tmp, "failover", {}, config="bench/gateway-failover.yaml")
+        for label, model in [("two priorities, the first answers", "bench-model"),
+                             ("two priorities, the first refuses connections", "bench-fail")]:
+            h = {"x-ai-eg-model": model}
+            failover_body = BODY.replace('"bench-model"', f'"{model}"')
+            results.append(measure(f"Envoy + ai-extproc, {label}", 18091, "/v1/chat/completions", h,
+                                   {"envoy": envoy.pid, "ai-extproc": proc.pid}, body=failover_body))
         stop(envoy, proc)
 
         # What limits it: the same Envoy and processor with the ext_proc filter sending nothing,
@@ -343,8 +365,10 @@ def report(results, floors, direct_ttfb, direct_gap, streams, profile):
     for r in results + floors:
         cpu = ", ".join(f"{k} {v:.0f}" for k, v in r["cpu_us"].items())
         rss = ", ".join(f"{k} {v:.0f}" for k, v in r["rss"].items())
+        # A row whose requests failed measures failures: say so.
+        name = r["name"] + (f" ({r['r16']['errors']} non-2xx!)" if r["r16"]["errors"] else "")
         lines.append(
-            f"| {r['name']} | {r['r16']['rps']:.0f} | {r['r16']['rps'] / base['r16']['rps']:.2f}× | "
+            f"| {name} | {r['r16']['rps']:.0f} | {r['r16']['rps'] / base['r16']['rps']:.2f}× | "
             f"{r['r1']['p50']:.3f} / {r['r1']['p99']:.3f} | {r['r16']['p50']:.2f} / {r['r16']['p99']:.2f} | {cpu} | {rss} | "
             f"{r['ttfb']:.2f} | {r['gap']:.2f} | {r['vision_ms']:.0f} |")
     lines.append(f"| mock upstream direct | | | | | | | {direct_ttfb:.2f} | {direct_gap:.2f} (sent every {STREAM_INTERVAL_MS}) | |")
@@ -362,6 +386,10 @@ def report(results, floors, direct_ttfb, direct_gap, streams, profile):
             ("added stream TTFB ≤ 0.200 ms (vs bare Envoy)", ext["ttfb"] - base["ttfb"], 0.200, "<="),
             ("ai-extproc RSS ≤ 50 MB with 1,000 streams open", streams["rss_peak"], 50, "<="),
         ]
+        two = next((r for r in results if "the first answers" in r["name"]), None)
+        if two:
+            checks.append(("two priorities, the first answering: ≥ 0.90× the one-backend rule's req/s",
+                           two["r16"]["rps"] / ext["r16"]["rps"], 0.90, ">="))
         if lite:
             checks.append(("≥ 30× LiteLLM req/s", ext["r16"]["rps"] / lite["r16"]["rps"], 30, ">="))
             checks.append(("p99 @16 conn ≤ 1/30 of LiteLLM's", lite["r16"]["p99"] / ext["r16"]["p99"], 30, ">="))

@@ -82,6 +82,16 @@ impl App {
             &CompileOptions::from_env(options.secret_env.clone()),
         )?;
         config::log_warnings(&compiled);
+        if options.inject_keys {
+            // Beside an Envoy that ai-extproc did not configure (Envoy Gateway), nothing rewrites
+            // a retry for another backend: the processor routes to the first priority only.
+            for rule in compiled.rules.iter().filter(|r| r.fails_over()) {
+                tracing::warn!(
+                    rule = %rule.name(&compiled),
+                    "backends at several priorities: failover needs the Envoy config ai-extproc renders (run, envoy-config); with --credentials processor only priority 0 serves"
+                );
+            }
+        }
         let handle = ConfigHandle::new(compiled);
         let metrics = Arc::new(Metrics::new());
         metrics.config_generation.set(handle.generation());

@@ -7,6 +7,29 @@
 pub const MODEL_HEADER: &str = "x-ai-eg-model";
 /// Header the processor sets to the chosen AIServiceBackend, for rules with several backends.
 pub const BACKEND_HEADER: &str = "x-ai-eg-backend";
+/// Response header by which a rule's per-attempt filter (envoy/failover.rs) reports the attempts
+/// Envoy made: `ns/a=503;ns/b=;ns/c=200`, the last one's answer being the response's; an empty
+/// status is an attempt without an answer (connection failed, reset, silent past the idle
+/// timeout). The processor reads and removes it.
+pub const ATTEMPTS_HEADER: &str = "x-ai-eg-attempts";
+/// Namespace of the endpoint metadata naming the AIServiceBackend an endpoint belongs to (key
+/// [`ENDPOINT_BACKEND_KEY`]), in the cluster of a rule that fails over.
+pub const ENDPOINT_METADATA_NAMESPACE: &str = "ai_extproc";
+pub const ENDPOINT_BACKEND_KEY: &str = "backend";
+/// Keys (in [`METADATA_NAMESPACE`]) the processor sets for the per-attempt rewrite: the path
+/// after the backend's prefix (query included), and the byte range of the model's JSON string
+/// in the body Envoy sends.
+pub const PATH_SUFFIX_KEY: &str = "path_suffix";
+pub const MODEL_START_KEY: &str = "model_start";
+pub const MODEL_END_KEY: &str = "model_end";
+/// Key (in [`METADATA_NAMESPACE`]) where the per-attempt filter accumulates the attempts (the
+/// value of [`ATTEMPTS_HEADER`]); the access log prints it, also when no attempt was answered
+/// (then Envoy answers itself, and the processor sees no header).
+pub const ATTEMPT_LOG_KEY: &str = "attempt_log";
+/// Keys the processor sets from [`ATTEMPTS_HEADER`]: how many attempts, and why the earlier
+/// ones failed.
+pub const ATTEMPTS_KEY: &str = "attempts";
+pub const FAILED_ATTEMPTS_KEY: &str = "failed_attempts";
 /// Dynamic metadata namespace shared with Envoy AI Gateway.
 pub const METADATA_NAMESPACE: &str = "io.envoy.ai_gateway";
 /// Key (in [`METADATA_NAMESPACE`]) the processor sets on its own immediate replies, so that

@@ -43,6 +43,12 @@ struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    backend: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -73,6 +79,7 @@ pub struct Metrics {
     pub streams_active: Gauge,
     stream_errors: Family<KindLabel, Counter>,
     immediate_responses: Family<StatusLabel, Counter>,
+    failed_attempts: Family<AttemptLabels, Counter>,
     config_reloads: Family<ResultLabel, Counter>,
     pub config_generation: Gauge<u64, AtomicU64>,
     config_warnings: Gauge<u64, AtomicU64>,
@@ -105,6 +112,7 @@ impl Metrics {
             streams_active: Gauge::default(),
             stream_errors: Family::default(),
             immediate_responses: Family::default(),
+            failed_attempts: Family::default(),
             config_reloads: Family::default(),
             config_generation: Gauge::default(),
             config_warnings: Gauge::default(),
@@ -152,6 +160,11 @@ impl Metrics {
             "ai_extproc_immediate_responses",
             "Responses answered by the processor itself, by status",
             m.immediate_responses.clone(),
+        );
+        registry.register(
+            "ai_extproc_failed_attempts",
+            "Attempts at a backend that failed before another backend of the rule served, by backend and reason (status, or no answer)",
+            m.failed_attempts.clone(),
         );
         registry.register(
             "ai_extproc_config_reloads",
@@ -226,6 +239,14 @@ impl Metrics {
 
     /// Observes a finished request.
     pub fn observe(&self, r: &UsageRecord) {
+        for f in &r.failed_attempts {
+            self.failed_attempts
+                .get_or_create(&AttemptLabels {
+                    backend: f.backend.clone(),
+                    reason: f.reason.clone(),
+                })
+                .inc();
+        }
         let labels = ModelLabels {
             gen_ai_operation_name: operation(r.endpoint).to_string(),
             gen_ai_provider_name: "openai".to_string(),

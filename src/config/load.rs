@@ -1,7 +1,6 @@
 //! Reads Kubernetes YAML (files, directories, multi-document streams) into typed objects.
-//! Objects of kinds ai-extproc does not use are skipped (a warning when the kind is one whose
-//! effect a user would expect, a debug line otherwise); a kind in an API group ai-extproc reads
-//! that it does not know, or a near miss of one of its kinds (`AIGatewayRoutes`), is an error:
+//! Objects of kinds ai-extproc does not use are skipped (a debug line); a kind in an API group
+//! ai-extproc reads that it does not know, or a near miss of one of its kinds (`AIGatewayRoutes`), is an error:
 //! a typo must not silently drop a route. Every problem is collected with its place.
 
 use std::path::{Path, PathBuf};
@@ -12,7 +11,7 @@ use serde::Deserialize;
 use super::error::{ConfigError, Location};
 use super::raw::{
     AIGatewayRouteSpec, AIServiceBackendSpec, BackendSecurityPolicySpec, BackendSpec,
-    BackendTlsPolicySpec, DataObject, Metadata, SecurityPolicySpec,
+    BackendTlsPolicySpec, BackendTrafficPolicySpec, DataObject, Metadata, SecurityPolicySpec,
 };
 
 /// A parsed object with where it came from.
@@ -34,11 +33,7 @@ pub enum Object {
     Secret(Obj<DataObject>),
     ConfigMap(Obj<DataObject>),
     SecurityPolicy(Obj<SecurityPolicySpec>),
-    /// A known kind ai-extproc does not apply, kept to be reported as a warning.
-    Skipped {
-        location: Location,
-        why: String,
-    },
+    TrafficPolicy(Obj<BackendTrafficPolicySpec>),
 }
 
 #[derive(Deserialize)]
@@ -58,17 +53,16 @@ enum Dispatch {
     Secret,
     ConfigMap,
     SecurityPolicy,
+    TrafficPolicy,
     /// A kind of another tool (Gateway, Deployment...): a debug line.
     Ignore,
-    /// A kind whose effect a user may expect from ai-extproc: a warning saying it is not applied.
-    Skip(&'static str),
     /// A kind ai-extproc should know and does not: an error.
     Unknown(String),
     BadVersion(&'static str),
 }
 
 /// The kinds ai-extproc reads.
-const OUR_KINDS: [&str; 8] = [
+const OUR_KINDS: [&str; 9] = [
     "AIGatewayRoute",
     "AIServiceBackend",
     "BackendSecurityPolicy",
@@ -77,6 +71,7 @@ const OUR_KINDS: [&str; 8] = [
     "Secret",
     "ConfigMap",
     "SecurityPolicy",
+    "BackendTrafficPolicy",
 ];
 
 /// Envoy Gateway kinds that Envoy Gateway applies, not ai-extproc.
@@ -104,14 +99,14 @@ fn dispatch(api_version: &str, kind: &str) -> Dispatch {
             "kind {other:?} of aigateway.envoyproxy.io is not one ai-extproc applies{} (it reads AIGatewayRoute, AIServiceBackend, BackendSecurityPolicy)",
             near_miss(other).map(|k| format!("; did you mean {k}?")).unwrap_or_default()
         )),
-        ("gateway.envoyproxy.io", "Backend" | "SecurityPolicy") if version != "v1alpha1" => {
+        ("gateway.envoyproxy.io", "Backend" | "SecurityPolicy" | "BackendTrafficPolicy")
+            if version != "v1alpha1" =>
+        {
             Dispatch::BadVersion("gateway.envoyproxy.io/v1alpha1")
         }
         ("gateway.envoyproxy.io", "Backend") => Dispatch::Backend,
         ("gateway.envoyproxy.io", "SecurityPolicy") => Dispatch::SecurityPolicy,
-        ("gateway.envoyproxy.io", "BackendTrafficPolicy") => Dispatch::Skip(
-            "not applied by ai-extproc (its retries, timeouts and rate limits are Envoy Gateway's)",
-        ),
+        ("gateway.envoyproxy.io", "BackendTrafficPolicy") => Dispatch::TrafficPolicy,
         ("gateway.envoyproxy.io", k) if ENVOY_GATEWAY_KINDS.contains(&k) => Dispatch::Ignore,
         ("gateway.envoyproxy.io", other) => Dispatch::Unknown(format!(
             "unknown kind {other:?} of gateway.envoyproxy.io{}",
@@ -305,6 +300,7 @@ fn parse_document(
         Dispatch::ServiceBackend => with_spec!(ServiceBackend),
         Dispatch::BackendSecurityPolicy => with_spec!(BackendSecurityPolicy),
         Dispatch::SecurityPolicy => with_spec!(SecurityPolicy),
+        Dispatch::TrafficPolicy => with_spec!(TrafficPolicy),
         Dispatch::Backend => with_spec!(Backend),
         Dispatch::TlsPolicy => with_spec!(TlsPolicy),
         Dispatch::Secret | Dispatch::ConfigMap => {
@@ -324,10 +320,6 @@ fn parse_document(
             tracing::debug!(file = %loc.file.display(), doc = loc.doc, %api_version, %kind, "ignoring object of a kind ai-extproc does not use");
             None
         }
-        Dispatch::Skip(why) => Some(Object::Skipped {
-            location: loc,
-            why: why.to_string(),
-        }),
         Dispatch::Unknown(message) => {
             errors.push(ConfigError::new(&loc, "kind", message));
             None

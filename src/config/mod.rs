@@ -20,8 +20,7 @@ use arc_swap::ArcSwap;
 
 pub use cel::{CelCost, CelInputs};
 pub use compile::{
-    compile, secret_env_var, CompileOptions, DEFAULT_REQUEST_TIMEOUT, MODEL_HEADER,
-    SECRET_ENV_PREFIX,
+    compile, secret_env_var, CompileOptions, DEFAULT_REQUEST_TIMEOUT, SECRET_ENV_PREFIX,
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use load::{load_paths, parse_str, Object};
@@ -29,7 +28,8 @@ pub use providers::{StreamUsage, STREAM_USAGE_ANNOTATION};
 pub use reload::{emptied_files, fingerprint, log_warnings, watch, ReloadOutcome};
 pub use runtime::{
     BackendId, CaSource, Cluster, ClusterId, Config, Cors, Cost, CostKind, Endpoint, HeaderMatch,
-    KeySource, Match, ModelInfo, Route, RouteId, Rule, ServiceBackend, Tls, WeightedBackend,
+    KeySource, Match, ModelInfo, Retry, Route, RouteId, Rule, Schema, ServiceBackend, Tls,
+    WeightedBackend,
 };
 pub use secret::SecretString;
 
@@ -103,3 +103,5 @@ impl CompileOptions {
 mod tests;
 #[cfg(test)]
 mod tests_diagnostics;
+#[cfg(test)]
+mod tests_retry;

@@ -122,7 +122,8 @@ pub struct BackendRefSpec {
     /// Share of traffic among the rule's backends (default 1).
     #[serde(default)]
     pub weight: Option<u32>,
-    /// Failover priority; accepted, all backends are treated as priority 0.
+    /// Failover priority (default 0): the lowest serves; higher ones take over when an attempt
+    /// at a lower one fails.
     #[serde(default)]
     pub priority: Option<u32>,
     /// Model id sent to this backend instead of the client's.
@@ -373,4 +374,69 @@ pub struct CorsSpec {
     /// Whether credentials (cookies, `Authorization`) may be sent.
     #[serde(default)]
     pub allow_credentials: Option<bool>,
+}
+
+/// Envoy Gateway `BackendTrafficPolicy`: ai-extproc applies its `retry` in the Envoy config it
+/// renders; its other settings (rate limits, load balancing...) are Envoy Gateway's, named in a
+/// warning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTrafficPolicySpec {
+    /// The Gateway or the HTTPRoutes (named after AIGatewayRoutes) it applies to.
+    #[serde(default)]
+    pub target_refs: Vec<ObjectRefSpec>,
+    /// Older singular spelling of `targetRefs`.
+    #[serde(default)]
+    pub target_ref: Option<ObjectRefSpec>,
+    #[serde(default)]
+    pub retry: Option<RetrySpec>,
+    /// Everything else, by field name.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// `BackendTrafficPolicy.spec.retry`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Retries after the first attempt (Envoy Gateway's default: 2).
+    #[serde(default)]
+    pub num_retries: Option<u32>,
+    /// Attempts at one priority level before the next is tried.
+    #[serde(default)]
+    pub num_attempts_per_priority: Option<u32>,
+    #[serde(default)]
+    pub retry_on: Option<RetryOnSpec>,
+    #[serde(default)]
+    pub per_retry: Option<PerRetrySpec>,
+}
+
+/// `retry.retryOn`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryOnSpec {
+    #[serde(default)]
+    pub triggers: Vec<String>,
+    #[serde(default)]
+    pub http_status_codes: Vec<u16>,
+}
+
+/// `retry.perRetry`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PerRetrySpec {
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub back_off: Option<BackOffSpec>,
+}
+
+/// `retry.perRetry.backOff`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackOffSpec {
+    #[serde(default)]
+    pub base_interval: Option<String>,
+    #[serde(default)]
+    pub max_interval: Option<String>,
 }

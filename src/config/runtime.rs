@@ -58,6 +58,43 @@ pub struct Route {
     pub location: super::error::Location,
     /// Its `llmRequestCosts`.
     pub costs: Vec<Cost>,
+    /// How Envoy retries its requests (a BackendTrafficPolicy's `retry`).
+    pub retry: Option<Retry>,
+}
+
+/// How Envoy retries a request (Envoy Gateway BackendTrafficPolicy `spec.retry`), rendered as
+/// the route's retry policy: Envoy owns attempts, backoff and priorities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// Retries after the first attempt.
+    pub num_retries: u32,
+    /// Attempts at one priority level before the next level is tried.
+    pub attempts_per_priority: u32,
+    /// Envoy `retry_on` conditions (`connect-failure`, `reset`, `retriable-status-codes`...).
+    pub retry_on: Vec<String>,
+    /// Statuses retried under `retriable-status-codes`.
+    pub status_codes: Vec<u16>,
+    /// Bound on each attempt.
+    pub per_try_timeout: Option<Duration>,
+    /// Backoff between attempts: base interval, and the cap (Envoy: 10x the base when unset).
+    pub backoff: Option<(Duration, Option<Duration>)>,
+}
+
+impl Retry {
+    /// A rule with several priorities and no policy: once, at the next priority, when the
+    /// first attempt could not connect, was reset, or was answered 429 or 503.
+    pub fn failover_default() -> Self {
+        Self {
+            num_retries: 1,
+            attempts_per_priority: 1,
+            retry_on: ["connect-failure", "reset", "retriable-status-codes"]
+                .map(String::from)
+                .to_vec(),
+            status_codes: vec![429, 503],
+            per_try_timeout: None,
+            backoff: None,
+        }
+    }
 }
 
 /// One `llmRequestCosts` entry.
@@ -111,11 +148,13 @@ pub enum HeaderMatch {
     Regex { name: String, regex: Regex },
 }
 
-/// A backend of a rule with its weight and model override.
+/// A backend of a rule with its weight, priority and model override.
 #[derive(Debug, Clone)]
 pub struct WeightedBackend {
     pub backend: BackendId,
     pub weight: u32,
+    /// Failover level: 0 serves; a higher level only when attempts at lower ones failed.
+    pub priority: u32,
     /// Model id sent to the provider instead of the client's.
     pub model_name_override: Option<String>,
 }
@@ -125,6 +164,8 @@ pub struct WeightedBackend {
 pub struct ServiceBackend {
     /// `namespace/name`.
     pub name: String,
+    /// The API it speaks (`spec.schema.name`).
+    pub schema: Schema,
     /// Path prefix replacing `/v1` (e.g. `/inference/v1`), without trailing slash.
     pub prefix: String,
     /// API key sent as `Authorization: Bearer`, if a BackendSecurityPolicy applies.
@@ -135,6 +176,33 @@ pub struct ServiceBackend {
     pub cluster: ClusterId,
     /// How it reports usage on streams.
     pub stream_usage: StreamUsage,
+}
+
+/// An API schema a backend speaks (`spec.schema.name`); `providers/` has one module each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    OpenAI,
+}
+
+impl Schema {
+    /// Schemas Envoy AI Gateway knows that ai-extproc does not serve yet.
+    pub const NOT_YET: [&'static str; 7] = [
+        "AWSBedrock",
+        "AzureOpenAI",
+        "GCPVertexAI",
+        "GCPAnthropic",
+        "Anthropic",
+        "AWSAnthropic",
+        "Cohere",
+    ];
+
+    /// The schema named `name` as the CRD spells it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "OpenAI" => Some(Self::OpenAI),
+            _ => None,
+        }
+    }
 }
 
 /// Where a backend's key comes from.
@@ -224,5 +292,22 @@ impl Rule {
     /// `route/rule/N`: how logs and metadata name the rule.
     pub fn name(&self, config: &Config) -> String {
         format!("{}/rule/{}", config.routes[self.route].name, self.index)
+    }
+
+    /// Whether Envoy chooses among its backends per attempt (several priority levels): then the
+    /// processor routes to the rule, and each attempt is rewritten for its own backend.
+    pub fn fails_over(&self) -> bool {
+        self.backends
+            .iter()
+            .any(|b| b.priority != self.backends[0].priority)
+    }
+
+    /// How Envoy retries its requests: its route's policy; else, when it fails over, once at
+    /// the next priority ([`Retry::failover_default`]).
+    pub fn retry(&self, config: &Config) -> Option<Retry> {
+        config.routes[self.route]
+            .retry
+            .clone()
+            .or_else(|| self.fails_over().then(Retry::failover_default))
     }
 }

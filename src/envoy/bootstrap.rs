@@ -8,10 +8,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::credentials::{upstream_filters, Credentials, Plan, PlannedCluster};
-use super::local_reply;
-use crate::config::{CaSource, Cluster, Config, Endpoint, HeaderMatch, MODEL_HEADER};
-use crate::contract::{ENVOY_MAX_REQUEST_HEADERS, ENVOY_MAX_REQUEST_HEADERS_KB};
-use crate::gateway::{BACKEND_HEADER, METADATA_NAMESPACE};
+use super::{failover, local_reply};
+use crate::config::{CaSource, Cluster, Config, Endpoint, HeaderMatch};
+use crate::contract::{
+    ATTEMPT_LOG_KEY, BACKEND_HEADER, ENVOY_MAX_REQUEST_HEADERS, ENVOY_MAX_REQUEST_HEADERS_KB,
+    METADATA_NAMESPACE, MODEL_HEADER,
+};
 
 /// Name of the processor's cluster.
 pub const PROCESSOR_CLUSTER: &str = "ai_extproc";
@@ -146,6 +148,13 @@ pub fn render(config: &Config, options: &EnvoyOptions) -> Value {
             .iter()
             .map(|planned| backend_cluster(&config.clusters[planned.cluster], planned, options)),
     );
+    clusters.extend(
+        config
+            .rules
+            .iter()
+            .filter(|r| r.fails_over())
+            .map(|rule| failover::cluster(config, rule, options)),
+    );
     json!({
         "admin": {"address": socket(&options.admin)},
         // A bound on downstream connections keeps a flood from exhausting file descriptors.
@@ -184,7 +193,7 @@ fn socket(addr: &SocketAddr) -> Value {
     json!({"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}})
 }
 
-fn seconds(d: Duration) -> String {
+pub(super) fn seconds(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 
@@ -329,6 +338,13 @@ fn access_log(config: &Config, options: &EnvoyOptions) -> Value {
         ("response_model", meta("response_model")),
         ("time_to_first_token_ms", meta("time_to_first_token_ms")),
         ("inter_token_latency_ms", meta("inter_token_latency_ms")),
+        // Rules that fail over: each attempt's backend and status (empty: no answer), and
+        // why the last connection failed, if one did.
+        ("attempts", meta(ATTEMPT_LOG_KEY)),
+        (
+            "upstream_failure",
+            "%UPSTREAM_TRANSPORT_FAILURE_REASON%".into(),
+        ),
     ] {
         fields.insert(name.into(), Value::String(value));
     }
@@ -355,6 +371,18 @@ fn routes(config: &Config, plan: &Plan) -> Vec<Value> {
     let mut routes = Vec::new();
     for rule in &config.rules {
         let name = rule.name(config);
+        if rule.fails_over() {
+            // Envoy chooses the backend per attempt: one route per match, to the rule's cluster.
+            for m in &rule.matches {
+                routes.push(model_route(
+                    &name,
+                    m.headers.iter().map(header_matcher).collect(),
+                    failover::route_action(config, rule),
+                ));
+            }
+            continue;
+        }
+        let retry = rule.retry(config);
         for m in &rule.matches {
             for target in &rule.backends {
                 let backend = &config.backends[target.backend];
@@ -376,22 +404,12 @@ fn routes(config: &Config, plan: &Plan) -> Vec<Value> {
                 if let Some(host) = cluster.host() {
                     action["host_rewrite_literal"] = json!(host);
                 }
-                routes.push(json!({
-                    "name": name,
-                    "match": {"prefix": "/", "headers": headers},
-                    "route": action,
-                    // The provider gets the client's headers, its model and key, and nothing of
-                    // the gateway's own: not the routing headers, and a forwarded-for that is
-                    // the client's real address, not whatever the client claimed.
-                    "request_headers_to_remove": [MODEL_HEADER, BACKEND_HEADER, "x-envoy-external-address"],
-                    "request_headers_to_add": [{
-                        "header": {
-                            "key": "x-forwarded-for",
-                            "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
-                        },
-                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
-                    }],
-                }));
+                // Retries of a request the processor routed to one backend stay with it.
+                if let Some(retry) = &retry {
+                    action["retry_policy"] =
+                        failover::retry_policy(retry, rule.idle_timeout, false);
+                }
+                routes.push(model_route(&name, headers, action));
             }
         }
     }
@@ -405,6 +423,25 @@ fn routes(config: &Config, plan: &Plan) -> Vec<Value> {
         "route": {"cluster": NO_ROUTE_CLUSTER, "cluster_not_found_response_code": "NOT_FOUND"}
     }));
     routes
+}
+
+/// A route of a rule: its header match, its action, and the headers the provider gets: the
+/// client's, its model and key, and nothing of the gateway's own (not the routing headers, and
+/// a forwarded-for that is the client's real address, not whatever the client claimed).
+fn model_route(name: &str, headers: Vec<Value>, action: Value) -> Value {
+    json!({
+        "name": name,
+        "match": {"prefix": "/", "headers": headers},
+        "route": action,
+        "request_headers_to_remove": [MODEL_HEADER, BACKEND_HEADER, "x-envoy-external-address", "x-envoy-internal"],
+        "request_headers_to_add": [{
+            "header": {
+                "key": "x-forwarded-for",
+                "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+            },
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
+        }],
+    })
 }
 
 fn header_matcher(h: &HeaderMatch) -> Value {
@@ -471,14 +508,59 @@ fn override_for<'a>(cluster: &Cluster, options: &'a EnvoyOptions) -> Option<&'a 
         .find(|o| o.backend == cluster.name || o.backend == short)
 }
 
-fn backend_cluster(cluster: &Cluster, planned: &PlannedCluster, options: &EnvoyOptions) -> Value {
+/// Where a Backend's traffic goes (its address, or the override's), and the cluster type that
+/// resolves it.
+pub(super) fn address(cluster: &Cluster, options: &EnvoyOptions) -> (&'static str, String, u16) {
     let over = override_for(cluster, options);
-    let (kind, host, port) = match (over.and_then(|o| o.address.clone()), &cluster.endpoint) {
+    match (over.and_then(|o| o.address.clone()), &cluster.endpoint) {
         (Some(a), _) if a.host.parse::<std::net::IpAddr>().is_ok() => ("STATIC", a.host, a.port),
         (Some(a), _) => ("LOGICAL_DNS", a.host, a.port),
         (None, Endpoint::Fqdn { hostname, port }) => ("LOGICAL_DNS", hostname.clone(), *port),
         (None, Endpoint::Ip { address, port }) => ("STATIC", address.clone(), *port),
+    }
+}
+
+/// The upstream TLS socket of a Backend with a BackendTLSPolicy (SNI, SANs, trusted CAs).
+pub(super) fn tls_socket(cluster: &Cluster, options: &EnvoyOptions) -> Option<Value> {
+    let tls = cluster.tls.as_ref()?;
+    let over = override_for(cluster, options);
+    let trusted_ca = match (over.and_then(|o| o.ca_file.as_ref()), &tls.ca) {
+        (Some(file), _) => json!({"filename": file}),
+        (None, CaSource::System) => json!({"filename": options.system_ca_file}),
+        (None, CaSource::Pem(pem)) => json!({"inline_string": pem}),
     };
+    let sans: Vec<Value> = tls
+        .subject_alt_names
+        .iter()
+        .map(|san| json!({"san_type": "DNS", "matcher": {"exact": san}}))
+        .collect();
+    Some(json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": tls.hostname,
+            "common_tls_context": {"validation_context": {
+                "trusted_ca": trusted_ca,
+                "match_typed_subject_alt_names": sans
+            }}
+        }
+    }))
+}
+
+/// HTTP/1.1 to providers, with `filters` as the upstream filter chain when given.
+pub(super) fn http_protocol_options(filters: Option<Value>) -> Value {
+    let mut options = json!({
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http_protocol_options": {}}
+    });
+    if let Some(filters) = filters {
+        options["http_filters"] = filters;
+    }
+    json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options})
+}
+
+fn backend_cluster(cluster: &Cluster, planned: &PlannedCluster, options: &EnvoyOptions) -> Value {
+    let (kind, host, port) = address(cluster, options);
     let mut value = json!({
         "name": planned.name,
         "type": kind,
@@ -491,40 +573,12 @@ fn backend_cluster(cluster: &Cluster, planned: &PlannedCluster, options: &EnvoyO
                 "socket_address": {"address": host, "port_value": port}
             }}}]}]
         },
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http_protocol_options": {}}
-            }
-        }
+        "typed_extension_protocol_options": http_protocol_options(
+            planned.key.as_ref().map(|(key, _)| upstream_filters(key))
+        )
     });
-    if let Some((key, _)) = &planned.key {
-        value["typed_extension_protocol_options"]
-            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"] =
-            upstream_filters(key);
-    }
-    if let Some(tls) = &cluster.tls {
-        let trusted_ca = match (over.and_then(|o| o.ca_file.as_ref()), &tls.ca) {
-            (Some(file), _) => json!({"filename": file}),
-            (None, CaSource::System) => json!({"filename": options.system_ca_file}),
-            (None, CaSource::Pem(pem)) => json!({"inline_string": pem}),
-        };
-        let sans: Vec<Value> = tls
-            .subject_alt_names
-            .iter()
-            .map(|san| json!({"san_type": "DNS", "matcher": {"exact": san}}))
-            .collect();
-        value["transport_socket"] = json!({
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": tls.hostname,
-                "common_tls_context": {"validation_context": {
-                    "trusted_ca": trusted_ca,
-                    "match_typed_subject_alt_names": sans
-                }}
-            }
-        });
+    if let Some(socket) = tls_socket(cluster, options) {
+        value["transport_socket"] = socket;
     }
     value
 }

@@ -43,6 +43,9 @@ pub struct PlannedCluster {
 pub struct Plan {
     pub clusters: Vec<PlannedCluster>,
     of_backend: Vec<usize>,
+    /// Keys of the backends of rules that fail over: Envoy injects them per attempt, whoever
+    /// injects the other keys (envoy/failover.rs).
+    failover_keys: Vec<(KeySource, String)>,
 }
 
 impl Plan {
@@ -50,7 +53,20 @@ impl Plan {
         let mut plan = Self {
             clusters: Vec::new(),
             of_backend: Vec::new(),
+            failover_keys: Vec::new(),
         };
+        for rule in config.rules.iter().filter(|r| r.fails_over()) {
+            for target in &rule.backends {
+                let backend = &config.backends[target.backend];
+                if let Some(key) = backend
+                    .key_source
+                    .clone()
+                    .zip(backend.api_key.as_ref().map(|k| k.expose().to_string()))
+                {
+                    plan.failover_keys.push(key);
+                }
+            }
+        }
         if credentials == Credentials::Processor {
             plan.clusters = (0..config.clusters.len())
                 .map(|id| PlannedCluster {
@@ -101,14 +117,19 @@ impl Plan {
     pub fn secrets(&self, credentials: Credentials) -> Vec<Value> {
         let mut secrets: Vec<Value> = Vec::new();
         let mut seen: Vec<&str> = Vec::new();
-        for (source, key) in self.clusters.iter().filter_map(|c| c.key.as_ref()) {
+        let keys = self.clusters.iter().filter_map(|c| c.key.as_ref());
+        for (source, key) in keys.chain(&self.failover_keys) {
             if seen.contains(&source.secret.as_str()) {
                 continue;
             }
             seen.push(&source.secret);
+            // Only `run` writes a bootstrap that stays private: elsewhere Envoy reads the key
+            // from the variable that overrides the Secret.
             let data = match credentials {
-                Credentials::EnvoyEnv => json!({"environment_variable": source.env_var}),
-                Credentials::EnvoyInline | Credentials::Processor => json!({"inline_string": key}),
+                Credentials::EnvoyInline => json!({"inline_string": key}),
+                Credentials::EnvoyEnv | Credentials::Processor => {
+                    json!({"environment_variable": source.env_var})
+                }
             };
             secrets.push(json!({
                 "name": secret_name(source),
@@ -125,26 +146,33 @@ fn secret_name(source: &KeySource) -> String {
 
 /// The upstream filters of a cluster that injects `key`: the injector, then the codec.
 pub fn upstream_filters(key: &KeySource) -> Value {
-    json!([
-        {
-            "name": "envoy.filters.http.credential_injector",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector",
-                "overwrite": true,
-                "credential": {
-                    "name": "envoy.http.injected_credentials.generic",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
-                        "credential": {"name": secret_name(key)},
-                        "header": "authorization",
-                        "header_value_prefix": "Bearer "
-                    }
+    json!([injector(key), upstream_codec()])
+}
+
+/// The credential injector that puts `key` on a request as `Authorization: Bearer`.
+pub fn injector(key: &KeySource) -> Value {
+    json!({
+        "name": "envoy.filters.http.credential_injector",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector",
+            "overwrite": true,
+            "credential": {
+                "name": "envoy.http.injected_credentials.generic",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
+                    "credential": {"name": secret_name(key)},
+                    "header": "authorization",
+                    "header_value_prefix": "Bearer "
                 }
             }
-        },
-        {
-            "name": "envoy.filters.http.upstream_codec",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}
         }
-    ])
+    })
+}
+
+/// The last upstream filter of every chain: the one that talks to the provider.
+pub fn upstream_codec() -> Value {
+    json!({
+        "name": "envoy.filters.http.upstream_codec",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}
+    })
 }

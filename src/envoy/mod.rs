@@ -5,6 +5,7 @@
 pub mod admin;
 mod bootstrap;
 mod credentials;
+mod failover;
 mod local_reply;
 
 pub use bootstrap::{

@@ -12,7 +12,6 @@ use super::response::ResponseOutcome;
 pub fn costs(config: &Config, routed: &Routed, usage: &Usage) -> Vec<(String, f64)> {
     let rule = &config.rules[routed.selection.rule];
     let route = &config.routes[rule.route];
-    let backend = &config.backends[routed.selection.backend];
     route
         .costs
         .iter()
@@ -26,7 +25,7 @@ pub fn costs(config: &Config, routed: &Routed, usage: &Usage) -> Vec<(String, f6
                 CostKind::Cel(expr) => {
                     let inputs = CelInputs {
                         model: &routed.requested_model,
-                        backend: &backend.name,
+                        backend: routed.backend_name(config),
                         route_name: &route.name,
                         input_tokens: usage.input,
                         cached_input_tokens: usage.cached_input,
@@ -48,18 +47,15 @@ pub fn costs(config: &Config, routed: &Routed, usage: &Usage) -> Vec<(String, f6
         .collect()
 }
 
-fn success(routed: &Routed) -> bool {
-    (200..300).contains(&routed.status)
-}
-
-/// Metadata written at the end of a response. Costs only for successful responses with usage.
+/// Metadata written at the end of a response. Costs only for responses with usage: only 2xx
+/// bodies are read for it (`ResponseBody::for_response`), so an error is never charged.
 pub fn metadata(
     config: &Config,
     routed: &Routed,
     outcome: &ResponseOutcome,
 ) -> Vec<(String, MetaValue)> {
     let mut out = Vec::new();
-    if let (Some(usage), true) = (&outcome.usage, success(routed)) {
+    if let Some(usage) = &outcome.usage {
         out.extend(
             costs(config, routed, usage)
                 .into_iter()
@@ -90,7 +86,7 @@ pub fn usage_record(
     now: std::time::Instant,
 ) -> UsageRecord {
     let rule = &config.rules[routed.selection.rule];
-    let usage = if success(routed) { outcome.usage } else { None };
+    let usage = outcome.usage;
     let u = usage.unwrap_or_default();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -100,7 +96,7 @@ pub fn usage_record(
         request_id: routed.request_id.clone(),
         time_unix_ms: now_ms,
         route: config.routes[rule.route].name.clone(),
-        backend: config.backends[routed.selection.backend].name.clone(),
+        backend: routed.backend_name(config).to_string(),
         requested_model: routed.requested_model.clone(),
         provider_model: outcome
             .response_model
@@ -121,5 +117,7 @@ pub fn usage_record(
         stream: routed.stream,
         endpoint: routed.endpoint.name(),
         usage_seen: usage.is_some(),
+        attempts: routed.attempts.count() as u32,
+        failed_attempts: routed.attempts.failures(),
     }
 }

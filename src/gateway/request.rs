@@ -2,17 +2,20 @@
 //! rule and backend, then the path, credentials, model and stream options rewritten. What the
 //! response phases need of it travels on as [`Routed`].
 
+use std::ops::Range;
 use std::time::Instant;
 
-use crate::config::{Config, SecretString, StreamUsage, MODEL_HEADER};
+use crate::config::{Config, StreamUsage, WeightedBackend};
 use crate::contract::{
     BACKEND_HEADER, ENVOY_ADDED_HEADERS, MAX_REQUEST_HEADERS, MAX_REQUEST_HEADER_BYTES,
+    MODEL_END_KEY, MODEL_HEADER, MODEL_START_KEY, PATH_SUFFIX_KEY,
 };
 use crate::llm::{
-    apply_edits, decode_all, include_usage_edit, model_edit, parse_request, DecodeError, Endpoint,
-    Limits,
+    apply_edits, decode_all, include_usage_edit, parse_request, DecodeError, Edit, Endpoint, Limits,
 };
+use crate::providers::{self, Target};
 
+use super::attempts::Attempts;
 use super::error::ClientError;
 use super::headers::Headers;
 use super::identity;
@@ -37,6 +40,22 @@ pub(crate) struct Routed {
     pub status: u16,
     /// The gateway asked for stream usage the client did not: drop the usage-only chunk.
     pub strip_usage_chunk: bool,
+    /// Envoy picks the backend per attempt: `selection` holds the one that served once the
+    /// response says so.
+    pub failover: bool,
+    /// The attempts Envoy made, when it failed over.
+    pub attempts: Attempts,
+}
+
+impl Routed {
+    /// The AIServiceBackend that served; empty when Envoy failed over and no attempt was
+    /// answered.
+    pub fn backend_name<'c>(&self, config: &'c Config) -> &'c str {
+        if self.failover && self.attempts.served().is_none() {
+            return "";
+        }
+        &config.backends[self.selection.backend].name
+    }
 }
 
 /// A request whose body has arrived whole.
@@ -76,28 +95,51 @@ impl Request<'_> {
         let target = &rule.backends[selection.backend_ref];
         let backend = &config.backends[selection.backend];
         let route = &config.routes[rule.route];
+        // Envoy fails over only where ai-extproc rendered its config (and Envoy injects the
+        // keys); beside Envoy Gateway the processor routes to the first priority.
+        let failover = rule.fails_over() && !options.inject_keys;
         let mut reply = Continue {
             clear_route_cache: true,
             ..Continue::default()
         };
-        provider_headers(
-            &mut reply,
-            headers,
-            &info.model,
-            backend.api_key.as_ref().filter(|_| options.inject_keys),
-            &backend.name,
-            endpoint.backend_path(&backend.prefix, path),
-        );
         let mut edits = Vec::new();
-        if let Some(name) = &target.model_name_override {
-            edits.push(model_edit(&info, name));
+        if failover {
+            // Envoy picks the backend of each attempt; the rule's cluster rewrites path, model
+            // and key for it (envoy/failover.rs). Nothing backend-specific is set here, and the
+            // client's own key never goes on.
+            reply
+                .set_headers
+                .push((MODEL_HEADER.into(), info.model.clone()));
+            reply.remove_headers.push("authorization".into());
+        } else {
+            let upstream = providers::upstream(&Target {
+                endpoint,
+                client_path: path,
+                request: &info,
+                backend,
+                model_override: target.model_name_override.as_deref(),
+                key: backend.api_key.as_ref().filter(|_| options.inject_keys),
+            });
+            routing_headers(&mut reply, &info.model, &backend.name);
+            reply.set_headers.push((":path".into(), upstream.path));
+            reply.set_headers.extend(upstream.set_headers);
+            reply.remove_headers.extend(upstream.remove_headers);
+            edits = upstream.edits;
         }
+        strip_internal_headers(&mut reply, headers);
         // Usage records, metrics and costs need a stream's usage: ask a provider that reports
-        // it only when asked, and take its extra chunk out of what the client did not ask for.
+        // it only when asked (any of the rule's, when Envoy may fail over), and take its extra
+        // chunk out of what the client did not ask for.
+        let on_request =
+            |b: &WeightedBackend| config.backends[b.backend].stream_usage == StreamUsage::OnRequest;
         let ask_usage = info.stream
             && !info.include_usage
-            && backend.stream_usage == StreamUsage::OnRequest
-            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
+            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+            && if failover {
+                rule.backends.iter().any(on_request)
+            } else {
+                on_request(target)
+            };
         let usage_edit = ask_usage.then(|| include_usage_edit(body, &info)).flatten();
         let strip_usage_chunk = usage_edit.is_some();
         if let Some(edit) = usage_edit {
@@ -110,6 +152,8 @@ impl Request<'_> {
         if decoded.is_some() {
             reply.remove_headers.push("content-encoding".into());
         }
+        // Where the model's value sits in the body the provider gets, for a rewrite per attempt.
+        let model_span = shifted(&info.model_span, &edits);
         if !edits.is_empty() || decoded.is_some() {
             let new_body = apply_edits(body, edits);
             reply
@@ -121,16 +165,32 @@ impl Request<'_> {
             .model_name_override
             .clone()
             .unwrap_or_else(|| info.model.clone());
-        reply.metadata = vec![
-            ("route_name".into(), MetaValue::Str(route.name.clone())),
-            ("backend_name".into(), MetaValue::Str(backend.name.clone())),
-            (
-                "model_name_override".into(),
-                MetaValue::Str(provider_model.clone()),
-            ),
+        reply.metadata = vec![("route_name".into(), MetaValue::Str(route.name.clone()))];
+        if failover {
+            reply.metadata.extend([
+                (
+                    PATH_SUFFIX_KEY.into(),
+                    MetaValue::Str(endpoint.backend_path("", path)),
+                ),
+                (
+                    MODEL_START_KEY.into(),
+                    MetaValue::Num(model_span.start as f64),
+                ),
+                (MODEL_END_KEY.into(), MetaValue::Num(model_span.end as f64)),
+            ]);
+        } else {
+            reply.metadata.extend([
+                ("backend_name".into(), MetaValue::Str(backend.name.clone())),
+                (
+                    "model_name_override".into(),
+                    MetaValue::Str(provider_model.clone()),
+                ),
+            ]);
+        }
+        reply.metadata.extend([
             ("original_path".into(), MetaValue::Str(path.to_string())),
             ("requested_model".into(), MetaValue::Str(info.model.clone())),
-        ];
+        ]);
         let routed = Routed {
             selection,
             endpoint,
@@ -148,9 +208,21 @@ impl Request<'_> {
             sent: options.clock.now(),
             status: 0,
             strip_usage_chunk,
+            failover,
+            attempts: Attempts::default(),
         };
         Ok((reply, routed))
     }
+}
+
+/// `span` after `edits` (none of which overlaps it) are applied.
+fn shifted(span: &Range<usize>, edits: &[Edit]) -> Range<usize> {
+    let mut start = span.start as isize;
+    for e in edits.iter().filter(|e| e.range.end <= span.start) {
+        start += e.text.len() as isize - e.range.len() as isize;
+    }
+    let start = start.max(0) as usize;
+    start..start + span.len()
 }
 
 /// A compressed request body, decoded within `limits` (providers take plain JSON); `None` when
@@ -178,30 +250,18 @@ fn decode_request_body(
     }
 }
 
-/// The headers the provider gets: routing headers for Envoy, its path and credentials (`key`,
-/// when the processor injects it: else Envoy does); the client's own key and any other internal
-/// `x-ai-eg-*` header are dropped.
-fn provider_headers(
-    reply: &mut Continue,
-    headers: &Headers,
-    model: &str,
-    key: Option<&SecretString>,
-    backend: &str,
-    path: String,
-) {
+/// The headers Envoy routes on (its routes remove them before the provider).
+fn routing_headers(reply: &mut Continue, model: &str, backend: &str) {
     reply
         .set_headers
         .push((MODEL_HEADER.into(), model.to_string()));
     reply
         .set_headers
         .push((BACKEND_HEADER.into(), backend.to_string()));
-    reply.set_headers.push((":path".into(), path));
-    match key {
-        Some(key) => reply
-            .set_headers
-            .push(("authorization".into(), format!("Bearer {}", key.expose()))),
-        None => reply.remove_headers.push("authorization".into()),
-    }
+}
+
+/// Any other internal `x-ai-eg-*` header a client sent is dropped.
+fn strip_internal_headers(reply: &mut Continue, headers: &Headers) {
     for (name, _) in headers.iter() {
         if name.starts_with("x-ai-eg-") && name != MODEL_HEADER && name != BACKEND_HEADER {
             reply.remove_headers.push(name.to_string());

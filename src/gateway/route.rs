@@ -3,7 +3,8 @@
 
 use rand::Rng;
 
-use crate::config::{BackendId, Config, MODEL_HEADER};
+use crate::config::{BackendId, Config, WeightedBackend};
+use crate::contract::MODEL_HEADER;
 
 use super::headers::Headers;
 
@@ -41,7 +42,17 @@ pub fn select(
         })
     })?;
     let rule = &config.rules[rule_index];
-    let total: u64 = rule.backends.iter().map(|b| u64::from(b.weight)).sum();
+    // The serving priority (a rule that fails over is routed by Envoy; this is the first
+    // attempt's level, until the response names the backend that served).
+    let level = rule.backends.iter().map(|b| b.priority).min().unwrap_or(0);
+    let weight = |b: &WeightedBackend| {
+        if b.priority == level {
+            u64::from(b.weight)
+        } else {
+            0
+        }
+    };
+    let total: u64 = rule.backends.iter().map(weight).sum();
     let backend_ref = if rule.backends.len() == 1 || total == 0 {
         0
     } else {
@@ -49,7 +60,7 @@ pub fn select(
         rule.backends
             .iter()
             .position(|b| {
-                let w = u64::from(b.weight);
+                let w = weight(b);
                 if n < w {
                     true
                 } else {

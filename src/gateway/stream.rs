@@ -7,11 +7,13 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::config::Config;
+use crate::contract::{ATTEMPTS_HEADER, ATTEMPTS_KEY, FAILED_ATTEMPTS_KEY};
 use crate::llm::{models_body, Endpoint};
 
+use super::attempts::Attempts;
 use super::error::{ClientError, StreamError};
 use super::headers::Headers;
-use super::reply::{BodyMode, Continue, Immediate, Reply};
+use super::reply::{BodyMode, Continue, Immediate, MetaValue, Reply};
 use super::request::{self, Request, Routed};
 use super::response::{ResponseBody, ResponseOutcome};
 use super::Options;
@@ -204,6 +206,11 @@ impl Stream {
             .get(":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
+        let (remove_headers, metadata) = if routed.failover {
+            self.served(&mut routed, &headers)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let body = if end_of_stream {
             None
         } else {
@@ -222,8 +229,57 @@ impl Stream {
         };
         Ok(Reply::Continue(Continue {
             response_body_mode: Some(mode),
+            remove_headers,
+            metadata,
             ..Continue::default()
         }))
+    }
+
+    /// For a rule that fails over: which backend served (the usage, the record and the costs
+    /// are that backend's) and the attempts it took, from the per-attempt filter's header,
+    /// which the client does not get.
+    fn served(
+        &self,
+        routed: &mut Routed,
+        headers: &Headers,
+    ) -> (Vec<String>, Vec<(String, MetaValue)>) {
+        let Some(attempts) = headers.get(ATTEMPTS_HEADER).map(Attempts::parse) else {
+            // Envoy's own answer: no attempt was answered (its access log has the attempts).
+            return (Vec::new(), Vec::new());
+        };
+        let rule = &self.config.rules[routed.selection.rule];
+        let served = attempts.served().and_then(|name| {
+            rule.backends
+                .iter()
+                .position(|b| self.config.backends[b.backend].name == name)
+        });
+        let mut metadata = vec![
+            (ATTEMPTS_KEY.into(), MetaValue::Num(attempts.count() as f64)),
+            (
+                FAILED_ATTEMPTS_KEY.into(),
+                MetaValue::Str(attempts.failures_line()),
+            ),
+        ];
+        if let Some(index) = served {
+            let target = &rule.backends[index];
+            routed.selection.backend_ref = index;
+            routed.selection.backend = target.backend;
+            if let Some(model) = &target.model_name_override {
+                routed.provider_model = model.clone();
+            }
+            metadata.extend([
+                (
+                    "backend_name".into(),
+                    MetaValue::Str(self.config.backends[target.backend].name.clone()),
+                ),
+                (
+                    "model_name_override".into(),
+                    MetaValue::Str(routed.provider_model.clone()),
+                ),
+            ]);
+        }
+        routed.attempts = attempts;
+        (vec![ATTEMPTS_HEADER.to_string()], metadata)
     }
 
     /// Response body (buffered whole, or streamed chunk by chunk): usage -> metadata.

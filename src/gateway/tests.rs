@@ -5,6 +5,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::config::{load, load_str, CompileOptions, Config};
+use crate::contract::BACKEND_HEADER;
 
 fn config() -> Arc<Config> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -554,4 +555,464 @@ fn time_to_first_token_inter_token_latency_and_duration_are_exact() {
     assert_eq!(rec.time_to_first_token_ms, 250.0);
     assert_eq!(rec.inter_token_latency_ms, 50.0);
     assert_eq!(rec.duration_ms, 360.0);
+}
+
+#[test]
+fn internal_headers_are_stripped_and_header_limits_hold() {
+    // A client's own routing headers never reach the provider; the gateway's own are set.
+    let mut s = Stream::new(config());
+    let h = Headers::from([
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        ("x-ai-eg-backend", "evil"),
+        ("x-ai-eg-secret", "x"),
+        ("x-user-id", "u"),
+    ]);
+    cont(s.on_request_headers(h, false).unwrap());
+    let c = cont(
+        s.on_request_body(
+            Bytes::from(r#"{"model":"qwen-instruct","messages":[{}]}"#),
+            true,
+        )
+        .unwrap(),
+    );
+    assert_eq!(c.remove_headers, ["x-ai-eg-secret"]);
+    assert_eq!(
+        header(&c, BACKEND_HEADER),
+        Some("default/envoy-ai-gateway-fireworks")
+    );
+
+    // Headers Envoy adds do not count; pseudo-headers neither; the client's own do.
+    let with = |n: usize, value: &str| {
+        let mut pairs: Vec<(String, String)> = vec![
+            (":method".into(), "POST".into()),
+            (":path".into(), "/v1/chat/completions".into()),
+        ];
+        pairs.extend(crate::contract::ENVOY_ADDED_HEADERS.map(|h| (h.to_string(), "1".into())));
+        pairs.extend((0..n).map(|i| (format!("x-h-{i}"), value.to_string())));
+        Stream::new(config()).on_request_headers(Headers::new(pairs), false)
+    };
+    cont(with(crate::contract::MAX_REQUEST_HEADERS, "v").unwrap());
+    let (st, v) = immediate(with(crate::contract::MAX_REQUEST_HEADERS + 1, "v").unwrap());
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (431, Some("request_header_fields_too_large"))
+    );
+    let big = "v".repeat(crate::contract::MAX_REQUEST_HEADER_BYTES / 10);
+    let (st, _) = immediate(with(10, &big).unwrap());
+    assert_eq!(st, 431);
+    cont(with(9, &big).unwrap());
+}
+
+/// Stream usage is asked of a backend that reports it only when asked, and only then; the
+/// client's own request for it is left as sent.
+#[test]
+fn include_usage_is_asked_only_when_needed() {
+    let send = |path: &str, body: &str| {
+        let mut s = Stream::new(config());
+        cont(s.on_request_headers(post(path), false).unwrap());
+        cont(
+            s.on_request_body(Bytes::from(body.to_string()), true)
+                .unwrap(),
+        )
+    };
+    let basic = "some-cool-self-hosted-model";
+    // OpenAI semantics (the basic backend): asked, and the response sent uncompressed.
+    let c = send(
+        "/v1/chat/completions",
+        &format!(r#"{{"model":"{basic}","messages":[{{}}],"stream":true}}"#),
+    );
+    assert_eq!(
+        c.body.as_deref(),
+        Some(
+            format!(
+                r#"{{"stream_options":{{"include_usage":true}},"model":"{basic}","messages":[{{}}],"stream":true}}"#
+            )
+            .as_bytes()
+        )
+    );
+    assert_eq!(header(&c, "accept-encoding"), Some("identity"));
+    let c = send(
+        "/v1/completions",
+        &format!(r#"{{"model":"{basic}","prompt":"x","stream":true}}"#),
+    );
+    assert!(c.body.is_some(), "completions streams are asked too");
+    // Already asked, not a stream, or an embedding: nothing changes.
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            format!(
+                r#"{{"model":"{basic}","messages":[{{}}],"stream":true,"stream_options":{{"include_usage":true}}}}"#
+            ),
+        ),
+        (
+            "/v1/chat/completions",
+            format!(r#"{{"model":"{basic}","messages":[{{}}]}}"#),
+        ),
+        (
+            "/v1/embeddings",
+            format!(r#"{{"model":"{basic}","input":"x","stream":true}}"#),
+        ),
+    ] {
+        let c = send(path, &body);
+        assert_eq!(c.body, None, "{body}");
+        assert_eq!(header(&c, "accept-encoding"), None, "{body}");
+    }
+    // Fireworks reports stream usage unasked: nothing is injected.
+    let c = send(
+        "/v1/chat/completions",
+        r#"{"model":"qwen-thinking","messages":[{}],"stream":true}"#,
+    );
+    assert_eq!(header(&c, "accept-encoding"), None);
+    assert!(!c
+        .body
+        .unwrap_or_default()
+        .windows(14)
+        .any(|w| w == b"stream_options"));
+}
+
+/// A compressed request body reaches the provider decoded, its encoding header dropped.
+#[test]
+fn a_gzip_request_is_forwarded_decoded() {
+    let mut s = Stream::new(config());
+    let h = Headers::from([
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        ("content-encoding", "gzip"),
+    ]);
+    cont(s.on_request_headers(h, false).unwrap());
+    let body = r#"{"model":"some-cool-self-hosted-model","messages":[{}]}"#;
+    let c = cont(
+        s.on_request_body(Bytes::from(gzip(body.as_bytes())), true)
+            .unwrap(),
+    );
+    assert_eq!(c.body.as_deref(), Some(body.as_bytes()));
+    assert_eq!(
+        header(&c, "content-length"),
+        Some(body.len().to_string().as_str())
+    );
+    assert!(c.remove_headers.iter().any(|h| h == "content-encoding"));
+}
+
+/// A rule with two priorities, where Envoy injects keys: the processor routes to the rule and
+/// leaves every backend-specific rewrite to Envoy's per-attempt filter, telling it where the
+/// path suffix and the model are; the response names the backend that served.
+#[test]
+fn a_rule_that_fails_over_is_left_to_envoys_attempts() {
+    let yaml = r#"
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: r}
+spec:
+  rules:
+    - matches: [{headers: [{name: x-ai-eg-model, value: m}]}]
+      backendRefs:
+        - {name: a, modelNameOverride: model-a}
+        - {name: b, priority: 1, modelNameOverride: model-b}
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {name: a}
+spec: {schema: {name: OpenAI}, backendRef: {name: x}}
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {name: b}
+spec: {schema: {name: OpenAI, prefix: /b/v1}, backendRef: {name: x}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: x}
+spec: {endpoints: [{ip: {address: 127.0.0.1, port: 1}}]}
+"#;
+    let config = Arc::new(load_str("f.yaml", yaml, &CompileOptions::default()).unwrap());
+    let hub = crate::usage::UsageHub::new();
+    let mut records = hub.subscribe(4);
+    let options = Options {
+        inject_keys: false,
+        usage: Some(hub),
+        ..Options::default()
+    };
+    let mut s = Stream::with_options(config.clone(), options);
+    cont(
+        s.on_request_headers(post("/v1/chat/completions?q=1"), false)
+            .unwrap(),
+    );
+    let body = r#"{"messages":[{}],"model":"m","stream":true}"#;
+    let c = cont(s.on_request_body(Bytes::from(body), true).unwrap());
+    assert_eq!(header(&c, "x-ai-eg-model"), Some("m"));
+    assert_eq!(header(&c, ":path"), None, "each attempt sets its own");
+    assert_eq!(header(&c, BACKEND_HEADER), None, "Envoy picks the backend");
+    assert_eq!(header(&c, "authorization"), None);
+    assert!(c.remove_headers.iter().any(|h| h == "authorization"));
+    // include_usage went in first: the span is where the model is in the body Envoy sends.
+    let sent = c.body.clone().unwrap();
+    let meta = |key: &str| {
+        c.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let (Some(MetaValue::Num(start)), Some(MetaValue::Num(end))) =
+        (meta("model_start"), meta("model_end"))
+    else {
+        panic!("{:?}", c.metadata)
+    };
+    assert_eq!(&sent[start as usize..end as usize], b"\"m\"");
+    assert_eq!(
+        meta("path_suffix"),
+        Some(MetaValue::Str("/chat/completions?q=1".into()))
+    );
+    assert_eq!(meta("backend_name"), None, "not known before the response");
+
+    // The secondary served after the primary's 503.
+    let resp = Headers::from([
+        (":status", "200"),
+        ("content-type", "text/event-stream"),
+        ("x-ai-eg-attempts", "default/a=503;default/b=200"),
+    ]);
+    let c = cont(s.on_response_headers(resp, false).unwrap());
+    assert_eq!(c.remove_headers, ["x-ai-eg-attempts"]);
+    for (key, want) in [
+        ("attempts", MetaValue::Num(2.0)),
+        ("failed_attempts", MetaValue::Str("default/a: 503".into())),
+        ("backend_name", MetaValue::Str("default/b".into())),
+        ("model_name_override", MetaValue::Str("model-b".into())),
+    ] {
+        assert!(
+            c.metadata.contains(&(key.into(), want.clone())),
+            "{key}: {:?}",
+            c.metadata
+        );
+    }
+    let done = "data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}\n\ndata: [DONE]\n\n";
+    cont(s.on_response_body(Bytes::from(done), true).unwrap());
+    let rec = records.try_recv().unwrap();
+    assert_eq!(rec.backend, "default/b");
+    assert_eq!(rec.provider_request_model, "model-b");
+    assert_eq!((rec.attempts, rec.total_tokens), (2, 3));
+    assert_eq!(rec.failed_attempts.len(), 1);
+
+    // Nobody answered (Envoy's own 503): no backend is named, nothing is read from headers.
+    let mut s = Stream::with_options(
+        config,
+        Options {
+            inject_keys: false,
+            ..Options::default()
+        },
+    );
+    cont(
+        s.on_request_headers(post("/v1/chat/completions"), false)
+            .unwrap(),
+    );
+    cont(
+        s.on_request_body(Bytes::from(r#"{"model":"m","messages":[{}]}"#), true)
+            .unwrap(),
+    );
+    let c = cont(
+        s.on_response_headers(Headers::from([(":status", "503")]), false)
+            .unwrap(),
+    );
+    assert!(
+        c.remove_headers.is_empty() && c.metadata.is_empty(),
+        "{c:?}"
+    );
+}
+
+/// A basic-backend chat stream (the gateway asks for usage), its 200 SSE headers answered with
+/// `extra` headers.
+fn basic_stream(options: Options, extra: &[(&str, &str)]) -> Stream {
+    let mut s = Stream::with_options(config(), options);
+    cont(
+        s.on_request_headers(post("/v1/chat/completions"), false)
+            .unwrap(),
+    );
+    let body = r#"{"model":"some-cool-self-hosted-model","messages":[{}],"stream":true}"#;
+    cont(s.on_request_body(Bytes::from(body), true).unwrap());
+    let mut headers = vec![(":status", "200"), ("content-type", "text/event-stream")];
+    headers.extend_from_slice(extra);
+    let pairs = headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    cont(s.on_response_headers(Headers::new(pairs), false).unwrap());
+    s
+}
+
+/// Time to first token and inter-token latency for `tokens` token events 50 ms apart (the
+/// first 250 ms after the request), with `output` tokens in the usage.
+fn stream_timing(tokens: usize, output: Option<u64>) -> (Option<MetaValue>, Option<MetaValue>) {
+    let clock = Clock::manual();
+    let ms = std::time::Duration::from_millis;
+    let mut s = basic_stream(
+        Options {
+            clock: clock.clone(),
+            ..Options::default()
+        },
+        &[],
+    );
+    clock.advance(ms(200));
+    for _ in 0..tokens {
+        clock.advance(ms(50));
+        let event = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"w\"}}]}\n\n";
+        cont(s.on_response_body(Bytes::from(event), false).unwrap());
+    }
+    if let Some(n) = output {
+        let usage = format!(
+            "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":1,\"completion_tokens\":{n},\"total_tokens\":{}}}}}\n\n",
+            n + 1
+        );
+        cont(s.on_response_body(Bytes::from(usage), false).unwrap());
+    }
+    let c = cont(
+        s.on_response_body(Bytes::from("data: [DONE]\n\n"), true)
+            .unwrap(),
+    );
+    let meta = |key: &str| {
+        c.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    (
+        meta("time_to_first_token_ms"),
+        meta("inter_token_latency_ms"),
+    )
+}
+
+#[test]
+fn inter_token_latency_counts_output_tokens_else_events() {
+    // The usage's output tokens when it gives more than one: (350 - 250) ms over 5 - 1 gaps.
+    assert_eq!(
+        stream_timing(3, Some(5)),
+        (Some(MetaValue::Num(250.0)), Some(MetaValue::Num(25.0)))
+    );
+    // A usage of one token says nothing of the gaps: the events count, 100 ms over 2.
+    assert_eq!(stream_timing(3, Some(1)).1, Some(MetaValue::Num(50.0)));
+    assert_eq!(stream_timing(3, None).1, Some(MetaValue::Num(50.0)));
+    // One token: a first token, no gap to measure.
+    assert_eq!(stream_timing(1, None), (Some(MetaValue::Num(250.0)), None));
+    assert_eq!(stream_timing(0, None), (None, None));
+}
+
+#[test]
+fn a_stream_ending_without_a_blank_line_keeps_its_last_event() {
+    let mut s = basic_stream(Options::default(), &[]);
+    let event = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"w\"}}]}\n\n";
+    cont(s.on_response_body(Bytes::from(event), false).unwrap());
+    // The usage-only chunk the gateway asked for goes; the unterminated end is held, then sent.
+    let usage = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n\n";
+    let c = cont(s.on_response_body(Bytes::from(usage), false).unwrap());
+    assert!(
+        c.body.is_some_and(|b| b.is_empty()),
+        "the usage-only chunk is taken out"
+    );
+    let c = cont(
+        s.on_response_body(Bytes::from("data: [DONE]"), true)
+            .unwrap(),
+    );
+    assert_eq!(c.body.as_deref(), Some(&b"data: [DONE]"[..]));
+}
+
+#[test]
+fn a_stream_in_an_unknown_encoding_passes_as_sent() {
+    // Its bytes cannot be read, so nothing is taken out of them.
+    let mut s = basic_stream(Options::default(), &[("content-encoding", "zstd")]);
+    let usage = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n\n";
+    let c = cont(s.on_response_body(Bytes::from(usage), false).unwrap());
+    assert_eq!(c.body, None);
+}
+
+#[test]
+fn only_large_compressed_bodies_are_decoded_off_thread() {
+    let mut s = Stream::new(config());
+    cont(
+        s.on_request_headers(post("/v1/chat/completions"), false)
+            .unwrap(),
+    );
+    let body = r#"{"model":"qwen-instruct","messages":[{}]}"#;
+    cont(s.on_request_body(Bytes::from(body), true).unwrap());
+    let headers = Headers::from([(":status", "200"), ("content-type", "application/json")]);
+    cont(s.on_response_headers(headers, false).unwrap());
+    // Plain bodies are never decoded, however large.
+    assert!(!s.decodes_large_body(10 * LARGE_COMPRESSED_BODY, true));
+    let mut s = gzip_response_stream();
+    assert!(!s.decodes_large_body(LARGE_COMPRESSED_BODY, true));
+    assert!(!s.decodes_large_body(LARGE_COMPRESSED_BODY + 1, false));
+    assert!(s.decodes_large_body(LARGE_COMPRESSED_BODY + 1, true));
+    cont(
+        s.on_response_body(Bytes::from(vec![0u8; 10]), false)
+            .unwrap(),
+    );
+    assert!(s.decodes_large_body(LARGE_COMPRESSED_BODY - 9, true));
+}
+
+#[test]
+fn a_success_that_is_not_json_becomes_a_502_in_openai_shape() {
+    let mut s = Stream::new(config());
+    cont(
+        s.on_request_headers(post("/v1/chat/completions"), false)
+            .unwrap(),
+    );
+    let body = r#"{"model":"qwen-instruct","messages":[{}]}"#;
+    cont(s.on_request_body(Bytes::from(body), true).unwrap());
+    let headers = Headers::from([(":status", "200"), ("content-type", "application/json")]);
+    cont(s.on_response_headers(headers, false).unwrap());
+    let c = cont(
+        s.on_response_body(Bytes::from(r#"{"usage":{"prompt_tokens":3"#), true)
+            .unwrap(),
+    );
+    let body = c.body.clone().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "upstream_error");
+    assert_eq!(header(&c, ":status"), Some("502"));
+    assert_eq!(header(&c, "content-type"), Some("application/json"));
+    assert_eq!(
+        header(&c, "content-length"),
+        Some(body.len().to_string().as_str())
+    );
+    assert_eq!(c.remove_headers, ["content-encoding"]);
+    assert!(
+        c.metadata.iter().all(|(k, _)| k != "prompt_tokens"),
+        "not charged"
+    );
+}
+
+#[test]
+fn a_provider_text_error_is_quoted_up_to_a_character_boundary() {
+    let mut s = Stream::new(config());
+    cont(
+        s.on_request_headers(post("/v1/chat/completions"), false)
+            .unwrap(),
+    );
+    let body = r#"{"model":"qwen-instruct","messages":[{}]}"#;
+    cont(s.on_request_body(Bytes::from(body), true).unwrap());
+    let headers = Headers::from([(":status", "500"), ("content-type", "text/html")]);
+    cont(s.on_response_headers(headers, false).unwrap());
+    // Byte 1,024 falls inside a two-byte character: the quote stops before it.
+    let page = format!("x{}", "é".repeat(1000));
+    let c = cont(s.on_response_body(Bytes::from(page), true).unwrap());
+    let v: serde_json::Value = serde_json::from_slice(&c.body.unwrap()).unwrap();
+    assert_eq!(
+        v["error"]["message"],
+        format!("The provider answered 500: x{}", "é".repeat(511))
+    );
+    assert_eq!(v["error"]["type"], "server_error");
+}
+
+#[test]
+fn one_backend_needs_no_draw_and_draws_cover_every_weight() {
+    let c = config();
+    // A rule with one backend never draws (the draw would panic here).
+    let sel = select(&c, &Headers::default(), "qwen-instruct", |_| {
+        panic!("no draw for one backend")
+    });
+    assert!(sel.is_some());
+    let mut seen = [false; 4];
+    for _ in 0..1000 {
+        let n = route::random_pick(4);
+        assert!(n < 4);
+        seen[n as usize] = true;
+    }
+    assert_eq!(seen, [true; 4]);
 }

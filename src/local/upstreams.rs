@@ -61,6 +61,7 @@ pub(super) async fn start_fake_fireworks(
     let kind = UpstreamKind::Fireworks(FireworksOptions {
         api_key,
         stream_interval: options.fake_stream_interval,
+        ..FireworksOptions::default()
     });
     let up = upstreams::spawn(kind, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await

@@ -8,7 +8,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use super::record::Recorded;
-use super::server::{bytes_response, json_response, sse_response, sse_response_then, Body};
+use super::responses::{bytes_response, json_response, sse_response, sse_response_then, Body};
 
 const PREFIX: &str = "/inference/v1";
 const CREATED: i64 = 1_768_319_392;
@@ -48,6 +48,42 @@ pub struct FireworksOptions {
     pub api_key: String,
     /// Pause between streamed events.
     pub stream_interval: Duration,
+    /// The path prefix it serves (Fireworks': `/inference/v1`); anything else is a 404.
+    pub prefix: String,
+    /// Its name, for faults meant for one of several fakes (`name=fault` in [`FAULT_HEADER`]).
+    pub name: String,
+    /// The host name its certificate is for (a stand-in for another provider's host).
+    pub host: String,
+    /// Chat model ids it serves besides Fireworks' (a stand-in for another provider).
+    pub extra_chat_models: Vec<String>,
+}
+
+impl Default for FireworksOptions {
+    fn default() -> Self {
+        Self {
+            api_key: String::new(),
+            stream_interval: Duration::ZERO,
+            prefix: PREFIX.to_string(),
+            name: "fireworks".to_string(),
+            host: "api.fireworks.ai".to_string(),
+            extra_chat_models: Vec::new(),
+        }
+    }
+}
+
+impl FireworksOptions {
+    /// The fault this fake must play, if any: the header's value, or with several fakes
+    /// behind one rule (failover tests) its own entry of `name=fault,other=fault`.
+    fn fault<'r>(&self, req: &'r Recorded) -> Option<&'r str> {
+        let value = req.header(FAULT_HEADER)?;
+        if !value.contains('=') {
+            return Some(value);
+        }
+        value.split(',').find_map(|entry| {
+            let (name, fault) = entry.split_once('=')?;
+            (name.trim() == self.name).then_some(fault.trim())
+        })
+    }
 }
 
 const CHAT_FIELDS: &[&str] = &[
@@ -121,11 +157,13 @@ const EMBEDDING_FIELDS: &[&str] = &[
 /// Test-only request header that makes the fake fail the way providers (or what stands in
 /// front of them) do: `429`, `503` (Fireworks' JSON envelope), `500` (a proxy's plain text),
 /// `sse-malformed` (a 100-event stream with a broken event in the middle, usage at the end),
-/// `reset` (a stream cut mid-way, after usage so far), `hang` (no answer at all), `garbage`
+/// `reset` (a stream cut mid-way, after usage so far), `hang` (no answer at all), `drop` (the
+/// connection closed before any answer), `garbage`
 /// (a 200 "JSON" body that is not JSON), `slow-stream` (one event a second for two minutes),
 /// `echo` and `echo-json` (a 500 HTML page and a 400 JSON error that quote the request's headers,
 /// as some proxies' and frameworks' error pages do). Error bodies carry a `usage` object where
-/// they can, so that a test shows it is not charged.
+/// they can, so that a test shows it is not charged. With several fakes behind one rule
+/// (failover), `primary=503,secondary=hang` gives each named fake its own fault.
 pub const FAULT_HEADER: &str = "x-fake-fireworks-fault";
 
 /// Test-only request header: `on-request` makes the fake report stream usage as OpenAI does,
@@ -235,18 +273,20 @@ fn malformed_stream() -> http::Response<Body> {
     sse_response(events, Duration::ZERO, &[])
 }
 
-/// Answers one request.
-pub async fn handle(req: &Recorded, options: &FireworksOptions) -> http::Response<Body> {
-    if req.header(FAULT_HEADER) == Some("hang") {
+/// Answers one request (`None`: close the connection unanswered).
+pub async fn handle(req: &Recorded, options: &FireworksOptions) -> Option<http::Response<Body>> {
+    match options.fault(req) {
         // Never answer; the caller's timeout decides.
-        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Some("hang") => tokio::time::sleep(Duration::from_secs(3600)).await,
+        Some("drop") => return None,
+        _ => {}
     }
-    respond(req, options)
+    Some(respond(req, options))
 }
 
 fn respond(req: &Recorded, options: &FireworksOptions) -> http::Response<Body> {
     let path = req.path.split('?').next().unwrap_or("");
-    let Some(endpoint) = path.strip_prefix(PREFIX) else {
+    let Some(endpoint) = path.strip_prefix(options.prefix.as_str()) else {
         return json_response(
             404,
             &json!({"error": {"message": format!("Path not found: {path}"), "code": "NOT_FOUND"}}),
@@ -254,7 +294,7 @@ fn respond(req: &Recorded, options: &FireworksOptions) -> http::Response<Body> {
         );
     };
     let request_id = request_id(req);
-    if let Some(fault) = req.header(FAULT_HEADER) {
+    if let Some(fault) = options.fault(req) {
         return fault_response(fault, req, &request_id);
     }
     if req.header("authorization") != Some(format!("Bearer {}", options.api_key).as_str()) {
@@ -268,7 +308,7 @@ fn respond(req: &Recorded, options: &FireworksOptions) -> http::Response<Body> {
         ("GET", "/models") => json_response(200, &models_list(), &[]),
         ("POST", "/chat/completions") => generate(req, options, &request_id, Kind::Chat),
         ("POST", "/completions") => generate(req, options, &request_id, Kind::Completion),
-        ("POST", "/embeddings") => embeddings(req, &request_id),
+        ("POST", "/embeddings") => embeddings(req, options, &request_id),
         _ => json_response(
             404,
             &json!({"error": {"message": format!("Path not found: {path}"), "code": "NOT_FOUND"}}),
@@ -343,10 +383,17 @@ fn parse_body(req: &Recorded, allowed: &[&str]) -> Result<Map<String, Value>, Re
     Ok(body)
 }
 
-fn model_of(body: &Map<String, Value>, request_id: &str) -> Result<(String, ModelKind), Refusal> {
+fn model_of(
+    body: &Map<String, Value>,
+    options: &FireworksOptions,
+    request_id: &str,
+) -> Result<(String, ModelKind), Refusal> {
     let Some(model) = body.get("model").and_then(Value::as_str) else {
         return Err(Refusal::Validation("Field required, field: 'model'".into()));
     };
+    if options.extra_chat_models.iter().any(|m| m == model) {
+        return Ok((model.to_string(), ModelKind::Chat));
+    }
     FAKE_MODELS
         .iter()
         .find(|(id, _)| *id == model)
@@ -454,7 +501,7 @@ fn generate(
         Ok(b) => b,
         Err(r) => return r.response(),
     };
-    let (model, model_kind) = match model_of(&body, request_id) {
+    let (model, model_kind) = match model_of(&body, options, request_id) {
         Ok(m) => m,
         Err(r) => return r.response(),
     };
@@ -657,12 +704,16 @@ fn stream_response(
     sse_response(gen.events(usage), interval, headers)
 }
 
-fn embeddings(req: &Recorded, request_id: &str) -> http::Response<Body> {
+fn embeddings(
+    req: &Recorded,
+    options: &FireworksOptions,
+    request_id: &str,
+) -> http::Response<Body> {
     let body = match parse_body(req, EMBEDDING_FIELDS) {
         Ok(b) => b,
         Err(r) => return r.response(),
     };
-    let (model, kind) = match model_of(&body, request_id) {
+    let (model, kind) = match model_of(&body, options, request_id) {
         Ok(m) => m,
         Err(r) => return r.response(),
     };

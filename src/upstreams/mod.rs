@@ -4,6 +4,7 @@
 
 mod fireworks;
 mod record;
+mod responses;
 mod server;
 mod testupstream;
 mod tls;

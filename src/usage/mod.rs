@@ -17,4 +17,4 @@ pub mod pb {
 pub use export::UsageExportService;
 pub use hub::{UsageHub, SUBSCRIBER_BUFFER};
 pub use jsonl::spawn_jsonl_sink;
-pub use record::UsageRecord;
+pub use record::{FailedAttempt, UsageRecord};

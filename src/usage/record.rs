@@ -31,6 +31,18 @@ pub struct UsageRecord {
     pub stream: bool,
     pub endpoint: &'static str,
     pub usage_seen: bool,
+    /// Attempts Envoy made, for a rule that fails over (0 otherwise).
+    pub attempts: u32,
+    /// The attempts before the serving one: backend, and why it failed.
+    pub failed_attempts: Vec<FailedAttempt>,
+}
+
+/// An attempt at a backend that failed before another one served.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FailedAttempt {
+    pub backend: String,
+    /// The provider's status (`503`), or `no answer`.
+    pub reason: String,
 }
 
 impl UsageRecord {
@@ -58,6 +70,15 @@ impl UsageRecord {
             endpoint: self.endpoint.to_string(),
             usage_seen: self.usage_seen,
             dropped_before,
+            attempts: self.attempts,
+            failed_attempts: self
+                .failed_attempts
+                .iter()
+                .map(|f| pb::FailedAttempt {
+                    backend: f.backend.clone(),
+                    reason: f.reason.clone(),
+                })
+                .collect(),
         }
     }
 }

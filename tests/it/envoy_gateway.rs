@@ -374,6 +374,7 @@ async fn the_guides_requests_reach_the_processor_under_envoy_gateways_semantics(
         UpstreamKind::Fireworks(FireworksOptions {
             api_key: GUIDE_KEY.into(),
             stream_interval: Duration::from_millis(2),
+            ..FireworksOptions::default()
         }),
         "127.0.0.1:0".parse().unwrap(),
     )

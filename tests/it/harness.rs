@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ai_extproc::envoy::EnvoyOptions;
+use ai_extproc::envoy::{BackendOverride, EnvoyOptions};
 use ai_extproc::local::{LocalGateway, LocalOptions};
 use ai_extproc::upstreams::Recorder;
 
@@ -51,6 +51,7 @@ pub fn local_options(
         listen: free_port(),
         admin: free_port(),
         access_log: access_log.display().to_string(),
+        overrides: setup.overrides.clone(),
         ..EnvoyOptions::default()
     };
     LocalOptions {
@@ -62,7 +63,7 @@ pub fn local_options(
         fake_fireworks: setup.fake.then(|| FIREWORKS_BACKEND.into()),
         fake_fireworks_key: setup.fake_key.clone(),
         fake_stream_interval: setup.stream_interval,
-        test_upstream: Some(TEST_BACKEND.into()),
+        test_upstream: setup.test_upstream.then(|| TEST_BACKEND.into()),
         processor_listen: setup
             .processor_tcp
             .then(|| "127.0.0.1:0".parse().expect("listen")),
@@ -110,6 +111,10 @@ pub struct Setup {
     pub reload_interval: Option<Duration>,
     /// Run the processor as a supervised child process (as `ai-extproc run` does).
     pub processor_process: bool,
+    /// Serve the basic guide's backend with the test upstream (the config must have it).
+    pub test_upstream: bool,
+    /// Backends pointed at upstreams the test runs itself.
+    pub overrides: Vec<BackendOverride>,
 }
 
 impl Default for Setup {
@@ -123,6 +128,8 @@ impl Default for Setup {
             processor_tcp: false,
             reload_interval: None,
             processor_process: false,
+            test_upstream: true,
+            overrides: Vec::new(),
         }
     }
 }

@@ -15,6 +15,7 @@ mod deploy;
 mod edge;
 mod envoy_config;
 mod envoy_gateway;
+mod failover;
 mod faults;
 mod guide;
 mod hardening;

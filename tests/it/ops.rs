@@ -399,6 +399,7 @@ impl Stack {
             UpstreamKind::Fireworks(FireworksOptions {
                 api_key: secret.into(),
                 stream_interval: interval,
+                ..FireworksOptions::default()
             }),
             "127.0.0.1:0".parse().unwrap(),
         )

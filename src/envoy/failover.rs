@@ -1,0 +1,325 @@
+//! The Envoy side of failover. A rule whose backends have several priorities gets one cluster
+//! whose endpoints are its backends (a locality each, at the rank of its priority, weighted), so
+//! that Envoy's retries move from a failed priority to the next (`previous_priorities`): Envoy
+//! owns the attempts, the backoff and the choice of host.
+//!
+//! Envoy runs only upstream filters on a retry, so what depends on the backend is redone there,
+//! for every attempt, from the chosen endpoint's metadata, without a message to the processor:
+//! - `header_mutation` names the attempt's backend ([`BACKEND_HEADER`], from the endpoint);
+//! - one credential injector per backend with a key, each skipped unless the attempt is its
+//!   backend's (so no key reaches another provider);
+//! - a Lua filter puts the backend's prefix before the path suffix the processor reported, its
+//!   model name (`modelNameOverride`) at the body span the processor reported, records the
+//!   attempt, and reports the attempts on the response ([`ATTEMPTS_HEADER`]);
+//! - Host is the endpoint's hostname (`auto_host_rewrite`); SNI and CAs are the backend's own
+//!   transport socket, matched on the endpoint's metadata.
+//!
+//! Checked with Envoy 1.40: upstream filters see the attempt's host metadata, header and body
+//! changes do not carry over to the next attempt, and the Lua filter reads and writes the
+//! request's dynamic metadata.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::bootstrap::{address, http_protocol_options, seconds, tls_socket, EnvoyOptions};
+use super::credentials::{injector, upstream_codec};
+use crate::config::{Config, Retry, Rule};
+use crate::contract::{
+    ATTEMPTS_HEADER, ATTEMPT_LOG_KEY, BACKEND_HEADER, ENDPOINT_BACKEND_KEY,
+    ENDPOINT_METADATA_NAMESPACE, METADATA_NAMESPACE, MODEL_END_KEY, MODEL_START_KEY,
+    PATH_SUFFIX_KEY,
+};
+
+/// Endpoint metadata namespace Envoy matches transport sockets on.
+const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
+
+/// The cluster of a rule that fails over.
+pub fn cluster_name(config: &Config, rule: &Rule) -> String {
+    format!("{}/failover", rule.name(config))
+}
+
+/// The route action of a rule that fails over: its cluster, Host per attempt, its retries.
+pub fn route_action(config: &Config, rule: &Rule) -> Value {
+    let retry = rule.retry(config).unwrap_or_else(Retry::failover_default);
+    json!({
+        "cluster": cluster_name(config, rule),
+        "timeout": seconds(rule.request_timeout),
+        "auto_host_rewrite": true,
+        "retry_policy": retry_policy(&retry, rule.idle_timeout, true),
+    })
+}
+
+/// Envoy's retry policy for `retry`. `idle`: the rule's `streamIdleTimeout`, per attempt, so a
+/// provider that accepts and then says nothing is given up on (and failed over from).
+/// `priorities`: move to the next priority once one has had its attempts.
+pub fn retry_policy(retry: &Retry, idle: Option<Duration>, priorities: bool) -> Value {
+    let mut policy = json!({
+        "retry_on": retry.retry_on.join(","),
+        "num_retries": retry.num_retries,
+        // Another host of the same provider (DNS gives several) before the same one again.
+        "retry_host_predicate": [{
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}
+        }],
+        "host_selection_retry_max_attempts": 3,
+    });
+    if !retry.status_codes.is_empty() {
+        policy["retriable_status_codes"] = json!(retry.status_codes);
+    }
+    if let Some(t) = retry.per_try_timeout {
+        policy["per_try_timeout"] = json!(seconds(t));
+    }
+    if let Some(t) = idle {
+        policy["per_try_idle_timeout"] = json!(seconds(t));
+    }
+    if let Some((base, max)) = retry.backoff {
+        policy["retry_back_off"] = json!({"base_interval": seconds(base)});
+        if let Some(max) = max {
+            policy["retry_back_off"]["max_interval"] = json!(seconds(max));
+        }
+    }
+    if priorities {
+        policy["retry_priority"] = json!({
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": retry.attempts_per_priority
+            }
+        });
+    }
+    policy
+}
+
+/// The cluster of a rule that fails over.
+pub fn cluster(config: &Config, rule: &Rule, options: &EnvoyOptions) -> Value {
+    let name = cluster_name(config, rule);
+    // Envoy's priorities are ranks 0, 1, 2...; the CRD's are any numbers.
+    let levels: Vec<u32> = rule
+        .backends
+        .iter()
+        .map(|b| b.priority)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut localities = Vec::new();
+    let mut sockets = Vec::new();
+    let mut seen = BTreeSet::new();
+    for target in rule.backends.iter().filter(|b| b.weight > 0) {
+        let backend = &config.backends[target.backend];
+        let cluster = &config.clusters[backend.cluster];
+        let (_, host, port) = address(cluster, options);
+        let mut endpoint =
+            json!({"address": {"socket_address": {"address": host, "port_value": port}}});
+        if let Some(hostname) = cluster.host() {
+            endpoint["hostname"] = json!(hostname);
+        }
+        localities.push(json!({
+            "locality": {"sub_zone": backend.name},
+            "priority": levels.iter().position(|l| *l == target.priority).unwrap_or(0),
+            "load_balancing_weight": target.weight,
+            "lb_endpoints": [{
+                "endpoint": endpoint,
+                "metadata": {"filter_metadata": {
+                    ENDPOINT_METADATA_NAMESPACE: {ENDPOINT_BACKEND_KEY: backend.name},
+                    TRANSPORT_SOCKET_MATCH: {ENDPOINT_BACKEND_KEY: backend.name}
+                }}
+            }]
+        }));
+        if !seen.insert(backend.name.clone()) {
+            continue;
+        }
+        if let Some(socket) = tls_socket(cluster, options) {
+            sockets.push(json!({
+                "name": backend.name,
+                "match": {ENDPOINT_BACKEND_KEY: backend.name},
+                "transport_socket": socket
+            }));
+        }
+    }
+    json!({
+        "name": name,
+        // Resolves every backend's name (or takes its IP); each becomes hosts of its locality.
+        "type": "STRICT_DNS",
+        "connect_timeout": "10s",
+        "dns_lookup_family": "V4_PREFERRED",
+        "per_connection_buffer_limit_bytes": options.max_body_bytes,
+        // Weights choose among the backends of one priority.
+        "common_lb_config": {"locality_weighted_lb_config": {}},
+        "load_assignment": {"cluster_name": name, "endpoints": localities},
+        "transport_socket_matches": sockets,
+        "typed_extension_protocol_options": http_protocol_options(Some(filters(config, rule)))
+    })
+}
+
+/// The per-attempt chain: name the backend, its key, path and model, then the codec.
+fn filters(config: &Config, rule: &Rule) -> Value {
+    let mut chain = vec![json!({
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": [{"append": {
+                "header": {
+                    "key": BACKEND_HEADER,
+                    "value": format!("%UPSTREAM_METADATA({ENDPOINT_METADATA_NAMESPACE}:{ENDPOINT_BACKEND_KEY})%")
+                },
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
+            }}]}
+        }
+    })];
+    let mut keyed = BTreeSet::new();
+    for target in &rule.backends {
+        let backend = &config.backends[target.backend];
+        let (Some(source), Some(_)) = (&backend.key_source, &backend.api_key) else {
+            continue;
+        };
+        if keyed.insert(backend.name.clone()) {
+            chain.push(only_for(&backend.name, injector(source)));
+        }
+    }
+    chain.push(json!({
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": lua(config, rule)}
+        }
+    }));
+    chain.push(upstream_codec());
+    Value::Array(chain)
+}
+
+/// `filter`, skipped unless the attempt goes to `backend`.
+fn only_for(backend: &str, filter: Value) -> Value {
+    json!({
+        "name": "envoy.filters.http.match_delegate",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": filter,
+            "xds_matcher": {"matcher_list": {"matchers": [{
+                "predicate": {"not_matcher": {"single_predicate": {
+                    "input": {
+                        "name": "attempt_backend",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                            "header_name": BACKEND_HEADER
+                        }
+                    },
+                    "value_match": {"exact": backend}
+                }}},
+                "on_match": {"action": {
+                    "name": "skip",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}
+                }}
+            }]}}
+        }
+    })
+}
+
+/// The Lua filter's source: the rule's backends as a table, then the per-attempt rewrite.
+fn lua(config: &Config, rule: &Rule) -> String {
+    let mut table = String::new();
+    // Envoy keeps an attempt's header changes for the next attempt: every attempt sets what
+    // it depends on (the body's length whenever any attempt may change it, the key or none).
+    let rewrites = rule
+        .backends
+        .iter()
+        .any(|b| b.model_name_override.is_some());
+    for target in &rule.backends {
+        let backend = &config.backends[target.backend];
+        let keyed = backend.key_source.is_some() && backend.api_key.is_some();
+        let model = target.model_name_override.as_ref().map_or_else(
+            || "nil".to_string(),
+            |m| lua_string(&serde_json::to_string(m).unwrap_or_default()),
+        );
+        let _ = writeln!(
+            table,
+            "  [{}] = {{prefix = {}, model = {}, keyed = {keyed}}},",
+            lua_string(&backend.name),
+            lua_string(&backend.prefix),
+            model
+        );
+    }
+    format!(
+        r#"-- Rendered by ai-extproc for {rule}: each attempt rewritten for its own backend.
+local backends = {{
+{table}}}
+local NS = {ns}
+local REWRITES = {rewrites}
+
+function envoy_on_request(h)
+  local headers = h:headers()
+  local name = headers:get({backend_header}) or ""
+  headers:remove({backend_header})
+  local meta = h:streamInfo():dynamicMetadata()
+  local md = meta:get(NS) or {{}}
+  local log = md[{log_key}]
+  if log == nil or log == "" then log = "" else log = log .. ";" end
+  meta:set(NS, {log_key}, log .. name .. "=")
+  local b = backends[name]
+  local suffix = md[{suffix_key}]
+  if b == nil or suffix == nil then return end
+  headers:replace(":path", b.prefix .. suffix)
+  if not b.keyed then headers:remove("authorization") end
+  local s, e = md[{start_key}], md[{end_key}]
+  if b.model ~= nil and s ~= nil and e ~= nil then
+    local body = h:body()
+    local bytes = body:getBytes(0, body:length())
+    local rewritten = string.sub(bytes, 1, s) .. b.model .. string.sub(bytes, e + 1)
+    body:setBytes(rewritten)
+    -- (A header handle taken before body() is no longer valid after it.)
+    h:headers():replace("content-length", tostring(#rewritten))
+  elseif REWRITES then
+    local length = h:body():length()
+    h:headers():replace("content-length", tostring(length))
+  end
+end
+
+function envoy_on_response(h)
+  local meta = h:streamInfo():dynamicMetadata()
+  local md = meta:get(NS) or {{}}
+  local log = (md[{log_key}] or "") .. (h:headers():get(":status") or "")
+  meta:set(NS, {log_key}, log)
+  h:headers():replace({attempts_header}, log)
+end
+"#,
+        rule = rule.name(config).replace('\n', " "),
+        rewrites = rewrites,
+        ns = lua_string(METADATA_NAMESPACE),
+        backend_header = lua_string(BACKEND_HEADER),
+        log_key = lua_string(ATTEMPT_LOG_KEY),
+        suffix_key = lua_string(PATH_SUFFIX_KEY),
+        start_key = lua_string(MODEL_START_KEY),
+        end_key = lua_string(MODEL_END_KEY),
+        attempts_header = lua_string(ATTEMPTS_HEADER),
+    )
+}
+
+/// A Lua string literal of any text: bytes outside a plain set as decimal escapes, so no
+/// name from the config can end the literal or the script.
+fn lua_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_' | b':' | b' ') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "\\{b:03}");
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lua_strings_cannot_break_out() {
+        assert_eq!(lua_string("default/a"), r#""default/a""#);
+        assert_eq!(lua_string(r#""x"]] end"#), r#""\034x\034\093\093 end""#);
+        assert_eq!(lua_string("é"), r#""\195\169""#);
+    }
+}
