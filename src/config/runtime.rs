@@ -82,7 +82,8 @@ pub struct Retry {
 
 impl Retry {
     /// A rule with several priorities and no policy: once, at the next priority, when the
-    /// first attempt could not connect, was reset, or was answered 429 or 503.
+    /// first attempt could not connect, was reset, or was answered 429 or 503. The next
+    /// attempt goes to another provider, so it waits 1 ms (Envoy's own default is 25 ms).
     pub fn failover_default() -> Self {
         Self {
             num_retries: 1,
@@ -92,7 +93,7 @@ impl Retry {
                 .to_vec(),
             status_codes: vec![429, 503],
             per_try_timeout: None,
-            backoff: None,
+            backoff: Some((Duration::from_millis(1), Some(Duration::from_millis(10)))),
         }
     }
 }
@@ -300,6 +301,12 @@ impl Rule {
         self.backends
             .iter()
             .any(|b| b.priority != self.backends[0].priority)
+    }
+
+    /// Whether the first attempt's backend is certain: one backend at the lowest priority.
+    pub fn first_priority_has_one_backend(&self) -> bool {
+        let level = self.backends.iter().map(|b| b.priority).min().unwrap_or(0);
+        self.backends.iter().filter(|b| b.priority == level).count() == 1
     }
 
     /// How Envoy retries its requests: its route's policy; else, when it fails over, once at

@@ -575,7 +575,8 @@ fn backend_cluster(cluster: &Cluster, planned: &PlannedCluster, options: &EnvoyO
         },
         "typed_extension_protocol_options": http_protocol_options(
             planned.key.as_ref().map(|(key, _)| upstream_filters(key))
-        )
+        ),
+        "circuit_breakers": failover::circuit_breakers()
     });
     if let Some(socket) = tls_socket(cluster, options) {
         value["transport_socket"] = socket;

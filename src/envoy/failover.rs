@@ -28,9 +28,9 @@ use super::bootstrap::{address, http_protocol_options, seconds, tls_socket, Envo
 use super::credentials::{injector, upstream_codec};
 use crate::config::{Config, Retry, Rule};
 use crate::contract::{
-    ATTEMPTS_HEADER, ATTEMPT_LOG_KEY, BACKEND_HEADER, ENDPOINT_BACKEND_KEY,
-    ENDPOINT_METADATA_NAMESPACE, METADATA_NAMESPACE, MODEL_END_KEY, MODEL_START_KEY,
-    PATH_SUFFIX_KEY,
+    ATTEMPTS_HEADER, ATTEMPT_LOG_KEY, BACKEND_HEADER, CLIENT_MODEL_KEY, ENDPOINT_BACKEND_KEY,
+    ENDPOINT_METADATA_NAMESPACE, FIRST_BACKEND_KEY, METADATA_NAMESPACE, MODEL_END_KEY,
+    MODEL_START_KEY, PATH_SUFFIX_KEY,
 };
 
 /// Endpoint metadata namespace Envoy matches transport sockets on.
@@ -148,10 +148,18 @@ pub fn cluster(config: &Config, rule: &Rule, options: &EnvoyOptions) -> Value {
         "per_connection_buffer_limit_bytes": options.max_body_bytes,
         // Weights choose among the backends of one priority.
         "common_lb_config": {"locality_weighted_lb_config": {}},
+        // Envoy allows 3 retries at once per cluster by default: under load, failing over
+        // would itself fail (503, retry overflow) for everyone past the third.
+        "circuit_breakers": circuit_breakers(),
         "load_assignment": {"cluster_name": name, "endpoints": localities},
         "transport_socket_matches": sockets,
         "typed_extension_protocol_options": http_protocol_options(Some(filters(config, rule)))
     })
+}
+
+/// Retries at once as many as requests at once (Envoy's default bound of both is 1,024 requests).
+pub fn circuit_breakers() -> Value {
+    json!({"thresholds": [{"priority": "DEFAULT", "max_retries": 1024}]})
 }
 
 /// The per-attempt chain: name the backend, its key, path and model, then the codec.
@@ -221,7 +229,8 @@ fn only_for(backend: &str, filter: Value) -> Value {
 fn lua(config: &Config, rule: &Rule) -> String {
     let mut table = String::new();
     // Envoy keeps an attempt's header changes for the next attempt: every attempt sets what
-    // it depends on (the body's length whenever any attempt may change it, the key or none).
+    // it depends on (its model and the body's length whenever any backend's model differs,
+    // its key or none).
     let rewrites = rule
         .backends
         .iter()
@@ -260,19 +269,20 @@ function envoy_on_request(h)
   local b = backends[name]
   local suffix = md[{suffix_key}]
   if b == nil or suffix == nil then return end
+  -- The first attempt, at the backend the processor already rewrote the request for.
+  if log == "" and name == md[{first_key}] then return end
   headers:replace(":path", b.prefix .. suffix)
   if not b.keyed then headers:remove("authorization") end
+  local model = b.model
+  if model == nil and REWRITES then model = md[{client_model_key}] end
   local s, e = md[{start_key}], md[{end_key}]
-  if b.model ~= nil and s ~= nil and e ~= nil then
+  if model ~= nil and s ~= nil and e ~= nil then
     local body = h:body()
     local bytes = body:getBytes(0, body:length())
-    local rewritten = string.sub(bytes, 1, s) .. b.model .. string.sub(bytes, e + 1)
+    local rewritten = string.sub(bytes, 1, s) .. model .. string.sub(bytes, e + 1)
     body:setBytes(rewritten)
     -- (A header handle taken before body() is no longer valid after it.)
     h:headers():replace("content-length", tostring(#rewritten))
-  elseif REWRITES then
-    local length = h:body():length()
-    h:headers():replace("content-length", tostring(length))
   end
 end
 
@@ -293,6 +303,8 @@ end
         start_key = lua_string(MODEL_START_KEY),
         end_key = lua_string(MODEL_END_KEY),
         attempts_header = lua_string(ATTEMPTS_HEADER),
+        first_key = lua_string(FIRST_BACKEND_KEY),
+        client_model_key = lua_string(CLIENT_MODEL_KEY),
     )
 }
 

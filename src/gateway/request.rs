@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use crate::config::{Config, StreamUsage, WeightedBackend};
 use crate::contract::{
-    BACKEND_HEADER, ENVOY_ADDED_HEADERS, MAX_REQUEST_HEADERS, MAX_REQUEST_HEADER_BYTES,
-    MODEL_END_KEY, MODEL_HEADER, MODEL_START_KEY, PATH_SUFFIX_KEY,
+    BACKEND_HEADER, CLIENT_MODEL_KEY, ENVOY_ADDED_HEADERS, FIRST_BACKEND_KEY, MAX_REQUEST_HEADERS,
+    MAX_REQUEST_HEADER_BYTES, MODEL_END_KEY, MODEL_HEADER, MODEL_START_KEY, PATH_SUFFIX_KEY,
 };
 use crate::llm::{
     apply_edits, decode_all, include_usage_edit, parse_request, DecodeError, Edit, Endpoint, Limits,
@@ -103,14 +103,31 @@ impl Request<'_> {
             ..Continue::default()
         };
         let mut edits = Vec::new();
+        // With failover, the backend the first attempt goes to, when it is certain (the first
+        // priority has one backend): rewritten here, so that Envoy's per-attempt filter only
+        // works on retries.
+        let mut first = None;
         if failover {
             // Envoy picks the backend of each attempt; the rule's cluster rewrites path, model
-            // and key for it (envoy/failover.rs). Nothing backend-specific is set here, and the
-            // client's own key never goes on.
+            // and key for it (envoy/failover.rs), and Envoy puts the key on. The client's own
+            // key never goes on.
             reply
                 .set_headers
                 .push((MODEL_HEADER.into(), info.model.clone()));
             reply.remove_headers.push("authorization".into());
+            if rule.first_priority_has_one_backend() {
+                let upstream = providers::upstream(&Target {
+                    endpoint,
+                    client_path: path,
+                    request: &info,
+                    backend,
+                    model_override: target.model_name_override.as_deref(),
+                    key: None,
+                });
+                reply.set_headers.push((":path".into(), upstream.path));
+                edits = upstream.edits;
+                first = Some(backend.name.clone());
+            }
         } else {
             let upstream = providers::upstream(&Target {
                 endpoint,
@@ -153,7 +170,7 @@ impl Request<'_> {
             reply.remove_headers.push("content-encoding".into());
         }
         // Where the model's value sits in the body the provider gets, for a rewrite per attempt.
-        let model_span = shifted(&info.model_span, &edits);
+        let model_span = span_after(&info.model_span, &edits);
         if !edits.is_empty() || decoded.is_some() {
             let new_body = apply_edits(body, edits);
             reply
@@ -177,7 +194,16 @@ impl Request<'_> {
                     MetaValue::Num(model_span.start as f64),
                 ),
                 (MODEL_END_KEY.into(), MetaValue::Num(model_span.end as f64)),
+                (
+                    CLIENT_MODEL_KEY.into(),
+                    MetaValue::Str(serde_json::to_string(&info.model).unwrap_or_default()),
+                ),
             ]);
+            if let Some(name) = first {
+                reply
+                    .metadata
+                    .push((FIRST_BACKEND_KEY.into(), MetaValue::Str(name)));
+            }
         } else {
             reply.metadata.extend([
                 ("backend_name".into(), MetaValue::Str(backend.name.clone())),
@@ -215,14 +241,22 @@ impl Request<'_> {
     }
 }
 
-/// `span` after `edits` (none of which overlaps it) are applied.
-fn shifted(span: &Range<usize>, edits: &[Edit]) -> Range<usize> {
+/// Where `span` is once `edits` are applied: moved by the edits before it, and as long as the
+/// text of an edit that replaces it (the model's new value). No other edit overlaps it.
+fn span_after(span: &Range<usize>, edits: &[Edit]) -> Range<usize> {
     let mut start = span.start as isize;
-    for e in edits.iter().filter(|e| e.range.end <= span.start) {
+    for e in edits
+        .iter()
+        .filter(|e| e.range.end <= span.start && e.range != *span)
+    {
         start += e.text.len() as isize - e.range.len() as isize;
     }
     let start = start.max(0) as usize;
-    start..start + span.len()
+    let len = edits
+        .iter()
+        .find(|e| e.range == *span)
+        .map_or(span.len(), |e| e.text.len());
+    start..start + len
 }
 
 /// A compressed request body, decoded within `limits` (providers take plain JSON); `None` when

@@ -283,7 +283,18 @@ fn models_list() {
 #[test]
 fn out_of_order_messages_fail_the_stream() {
     let mut s = Stream::new(config());
-    assert!(s.on_request_body(Bytes::new(), true).is_err());
+    let e = s.on_request_body(Bytes::new(), true).unwrap_err();
+    assert!(
+        e.to_string().contains("request body") && e.to_string().contains("request headers"),
+        "{e}"
+    );
+    // A response before any request (Envoy's own reply) passes, its body unread.
+    let mut s = Stream::new(config());
+    let c = cont(
+        s.on_response_headers(Headers::from([(":status", "404")]), false)
+            .unwrap(),
+    );
+    assert_eq!(c.response_body_mode, Some(BodyMode::None));
     // A request without :path (CONNECT) is an unknown URL, answered, not a failed stream.
     let mut s = Stream::new(config());
     match s.on_request_headers(Headers::from([(":method", "CONNECT")]), false) {
@@ -602,6 +613,24 @@ fn internal_headers_are_stripped_and_header_limits_hold() {
     let (st, _) = immediate(with(10, &big).unwrap());
     assert_eq!(st, 431);
     cont(with(9, &big).unwrap());
+    // The byte bound exactly: names and values of every header count.
+    let sized = |total: usize| {
+        let fixed = ":method".len() + "POST".len() + ":path".len() + "/v1/models".len();
+        let value = "v".repeat(total - fixed - "x-big".len());
+        let h = Headers::from([
+            (":method", "POST"),
+            (":path", "/v1/models"),
+            ("x-big", value.as_str()),
+        ]);
+        Stream::new(config()).on_request_headers(h, true)
+    };
+    let bound = crate::contract::MAX_REQUEST_HEADER_BYTES;
+    assert_eq!(
+        immediate(sized(bound).unwrap()).0,
+        405,
+        "within the bound: on to the method"
+    );
+    assert_eq!(immediate(sized(bound + 1).unwrap()).0, 431);
 }
 
 /// Stream usage is asked of a backend that reports it only when asked, and only then; the
@@ -694,9 +723,9 @@ fn a_gzip_request_is_forwarded_decoded() {
     assert!(c.remove_headers.iter().any(|h| h == "content-encoding"));
 }
 
-/// A rule with two priorities, where Envoy injects keys: the processor routes to the rule and
-/// leaves every backend-specific rewrite to Envoy's per-attempt filter, telling it where the
-/// path suffix and the model are; the response names the backend that served.
+/// A rule with two priorities, where Envoy injects keys: the processor routes to the rule,
+/// rewrites for the first priority's only backend, and tells Envoy's per-attempt filter where
+/// the path suffix and the model are for the others; the response names the backend that served.
 #[test]
 fn a_rule_that_fails_over_is_left_to_envoys_attempts() {
     let yaml = r#"
@@ -741,7 +770,11 @@ spec: {endpoints: [{ip: {address: 127.0.0.1, port: 1}}]}
     let body = r#"{"messages":[{}],"model":"m","stream":true}"#;
     let c = cont(s.on_request_body(Bytes::from(body), true).unwrap());
     assert_eq!(header(&c, "x-ai-eg-model"), Some("m"));
-    assert_eq!(header(&c, ":path"), None, "each attempt sets its own");
+    assert_eq!(
+        header(&c, ":path"),
+        Some("/v1/chat/completions?q=1"),
+        "the first attempt's"
+    );
     assert_eq!(header(&c, BACKEND_HEADER), None, "Envoy picks the backend");
     assert_eq!(header(&c, "authorization"), None);
     assert!(c.remove_headers.iter().any(|h| h == "authorization"));
@@ -758,7 +791,12 @@ spec: {endpoints: [{ip: {address: 127.0.0.1, port: 1}}]}
     else {
         panic!("{:?}", c.metadata)
     };
-    assert_eq!(&sent[start as usize..end as usize], b"\"m\"");
+    assert_eq!(&sent[start as usize..end as usize], b"\"model-a\"");
+    assert_eq!(
+        meta("first_backend"),
+        Some(MetaValue::Str("default/a".into()))
+    );
+    assert_eq!(meta("client_model"), Some(MetaValue::Str("\"m\"".into())));
     assert_eq!(
         meta("path_suffix"),
         Some(MetaValue::Str("/chat/completions?q=1".into()))
@@ -1015,4 +1053,45 @@ fn one_backend_needs_no_draw_and_draws_cover_every_weight() {
         seen[n as usize] = true;
     }
     assert_eq!(seen, [true; 4]);
+}
+
+#[test]
+fn a_large_compressed_request_is_decoded_off_thread() {
+    let mut s = Stream::new(config());
+    let h = Headers::from([
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        ("content-encoding", "gzip"),
+    ]);
+    cont(s.on_request_headers(h, false).unwrap());
+    assert!(!s.decodes_large_body(LARGE_COMPRESSED_BODY, true));
+    assert!(s.decodes_large_body(LARGE_COMPRESSED_BODY + 1, true));
+    assert!(!s.decodes_large_body(LARGE_COMPRESSED_BODY + 1, false));
+    // A plain request body is never decoded.
+    let mut s = Stream::new(config());
+    cont(
+        s.on_request_headers(post("/v1/chat/completions"), false)
+            .unwrap(),
+    );
+    assert!(!s.decodes_large_body(10 * LARGE_COMPRESSED_BODY, true));
+    assert_eq!(LARGE_COMPRESSED_BODY, 64 * 1024, "the README's 64 KiB");
+}
+
+#[test]
+fn a_stream_ended_early_still_leaves_a_usage_record() {
+    let hub = crate::usage::UsageHub::new();
+    let mut records = hub.subscribe(4);
+    let options = Options {
+        usage: Some(hub),
+        ..Options::default()
+    };
+    let mut s = basic_stream(options, &[]);
+    let event = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}\n\n";
+    cont(s.on_response_body(Bytes::from(event), false).unwrap());
+    assert!(records.try_recv().is_err(), "not before the end");
+    drop(s);
+    let rec = records
+        .try_recv()
+        .expect("a record when the stream is dropped");
+    assert_eq!((rec.status, rec.total_tokens), (200, 7));
 }

@@ -265,4 +265,19 @@ mod tests {
             small
         );
     }
+
+    #[test]
+    fn limits_are_the_documented_ones_and_decoders_name_themselves() {
+        // README: 64 MiB read for usage, any ratio below 1 MiB, 100:1 above, fed 8 KiB a step.
+        assert_eq!(
+            (MAX_DECODED, RATIO_FLOOR, MAX_RATIO, STEP),
+            (64 << 20, 1 << 20, 100, 8 << 10)
+        );
+        for encoding in ["gzip", "deflate", "br"] {
+            let d = Decoder::for_encoding(encoding, Limits::default())
+                .unwrap()
+                .unwrap();
+            assert_eq!(format!("{d:?}"), encoding);
+        }
+    }
 }

@@ -73,6 +73,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn names_in_records_and_metrics() {
+        use Endpoint::*;
+        let names = [ChatCompletions, Completions, Embeddings, Models].map(Endpoint::name);
+        assert_eq!(names, ["chat", "completions", "embeddings", "models"]);
+    }
+
+    #[test]
     fn paths() {
         assert_eq!(
             Endpoint::from_path("/v1/chat/completions"),

@@ -414,6 +414,15 @@ async fn a_failing_provider_fails_over_with_each_attempt_rewritten_for_its_backe
         serde_json::json!([{"backend": "default/refused", "reason": "no answer"}])
     );
 
+    // Many at once: every one fails over (Envoy bounds retries at once per cluster; at its
+    // default of 3 the rest got 503s).
+    let fault = [(FAULT, "primary=503")];
+    let body = chat(MODEL, false);
+    let many = (0..24).map(|_| gw.post("/v1/chat/completions", &body, &fault));
+    for r in futures_util::future::join_all(many).await {
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+
     fakes.check_each_saw_its_own();
 }
 

@@ -91,6 +91,13 @@ fn refusals() {
     );
     let long = format!(r#"{{"model":"{}","messages":[{{}}]}}"#, "m".repeat(10_000));
     assert_eq!(err(ChatCompletions, &long), RequestError::ModelTooLong);
+    // The bound itself is a model name; one byte more is not.
+    let at = |n: usize| format!(r#"{{"model":"{}","messages":[{{}}]}}"#, "m".repeat(n));
+    assert!(parse_request(ChatCompletions, at(MAX_MODEL_LEN).as_bytes()).is_ok());
+    assert_eq!(
+        err(ChatCompletions, &at(MAX_MODEL_LEN + 1)),
+        RequestError::ModelTooLong
+    );
     assert_eq!(
         err(ChatCompletions, r#"{"model":"a\nb","messages":[{}]}"#),
         RequestError::ModelControlChars

@@ -119,3 +119,31 @@ fn an_overlong_line_is_skipped_not_kept() {
     assert_eq!(r.state.usage.map(|u| u.input), Some(1));
     assert_eq!(r.state.events, 1);
 }
+
+#[test]
+fn a_line_of_exactly_the_limit_is_kept_one_more_byte_is_not() {
+    let event = |len: usize| {
+        // `data: ` + JSON padded to `len` bytes on the line, split in two parts.
+        let head = r#"data: {"usage":{"prompt_tokens":1,"total_tokens":1},"pad":""#;
+        let pad = "x".repeat(len - head.len() - 2);
+        format!("{head}{pad}\"}}\n\n")
+    };
+    for (len, kept) in [(MAX_LINE, true), (MAX_LINE + 1, false)] {
+        let text = event(len);
+        let (a, b) = text.as_bytes().split_at(len / 2);
+        let state = read(&[a, b]);
+        assert_eq!(state.usage.is_some(), kept, "a line of {len} bytes");
+    }
+}
+
+#[test]
+fn only_an_event_with_no_choices_counts_as_usage_only() {
+    let state = read(&[
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":1,\"total_tokens\":2}}\n\n",
+        b"data: {\"choices\":[],\"usage\":null}\n\n",
+    ]);
+    assert_eq!(state.usage_only_events, 0);
+    let state =
+        read(&[b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"total_tokens\":2}}\n\n"]);
+    assert_eq!(state.usage_only_events, 1);
+}

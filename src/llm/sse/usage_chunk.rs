@@ -223,4 +223,59 @@ mod tests {
         assert_eq!(out, stream.as_bytes(), "passes unchanged once off");
         assert_eq!(r.state.usage.map(|u| u.total), Some(4));
     }
+
+    #[test]
+    fn events_end_at_their_blank_line_whatever_the_line_ends() {
+        assert_eq!(event_end(b"data: x\n\nrest"), Some(9));
+        assert_eq!(event_end(b"data: x\r\n\r\nrest"), Some(11));
+        assert_eq!(event_end(b"data: x\r\rrest"), Some(9));
+        assert_eq!(event_end(b"\n"), Some(1));
+        assert_eq!(event_end(b"data: x\n"), None);
+        assert_eq!(event_end(b""), None);
+    }
+
+    #[test]
+    fn the_end_of_a_stream_without_its_blank_line() {
+        let now = Instant::now();
+        let usage_only =
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"total_tokens\":2}}";
+        let content = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}";
+        for (tail, want) in [
+            (usage_only, Some(Bytes::new())),
+            (content, Some(Bytes::from(content))),
+        ] {
+            let (mut f, mut r) = (UsageChunkFilter::default(), SseReader::new());
+            f.feed(tail.as_bytes(), &mut r, now);
+            assert_eq!(f.finish(&mut r, now), want, "{tail}");
+        }
+        let (mut f, mut r) = (UsageChunkFilter::default(), SseReader::new());
+        f.feed(format!("{content}\n\n").as_bytes(), &mut r, now);
+        assert_eq!(f.finish(&mut r, now), None, "nothing held");
+    }
+
+    #[test]
+    fn an_event_ending_on_a_cr_with_more_held_keeps_the_next_lf() {
+        // The usage-only event ends on CR CR, but the chunk goes on: the LF that starts the
+        // next chunk belongs to the held event, not to the dropped one.
+        let now = Instant::now();
+        let (mut f, mut r) = (UsageChunkFilter::default(), SseReader::new());
+        let first = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"total_tokens\":2}}\r\rdata: {\"choices\":[{\"delta\":{}}]}";
+        let mut out = f.feed(first.as_bytes(), &mut r, now).unwrap().to_vec();
+        out.extend_from_slice(&f.feed(b"\n\n", &mut r, now).unwrap());
+        assert_eq!(out, b"data: {\"choices\":[{\"delta\":{}}]}\n\n");
+    }
+
+    #[test]
+    fn an_event_of_exactly_the_bound_is_still_filtered() {
+        let now = Instant::now();
+        let (mut f, mut r) = (UsageChunkFilter::default(), SseReader::new());
+        let head = "data: {\"choices\":[{\"delta\":{}}],\"pad\":\"";
+        let big = format!("{head}{}", "x".repeat(MAX_HELD - head.len()));
+        assert_eq!(big.len(), MAX_HELD);
+        f.feed(big.as_bytes(), &mut r, now);
+        f.feed(b"\"}\n\n", &mut r, now);
+        // Still filtering: the usage-only event that follows is taken out.
+        let usage = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"total_tokens\":2}}\n\n";
+        assert_eq!(f.feed(usage.as_bytes(), &mut r, now), Some(Bytes::new()));
+    }
 }
