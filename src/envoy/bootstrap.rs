@@ -11,8 +11,8 @@ use super::credentials::{upstream_filters, Credentials, Plan, PlannedCluster};
 use super::{failover, local_reply};
 use crate::config::{CaSource, Cluster, Config, Endpoint, HeaderMatch};
 use crate::contract::{
-    ATTEMPT_LOG_KEY, BACKEND_HEADER, ENVOY_MAX_REQUEST_HEADERS, ENVOY_MAX_REQUEST_HEADERS_KB,
-    METADATA_NAMESPACE, MODEL_HEADER,
+    ATTEMPT_LOG_KEY, ATTEMPT_LOG_NAMESPACE, BACKEND_HEADER, ENVOY_MAX_REQUEST_HEADERS,
+    ENVOY_MAX_REQUEST_HEADERS_KB, METADATA_NAMESPACE, MODEL_HEADER,
 };
 
 /// Name of the processor's cluster.
@@ -340,7 +340,10 @@ fn access_log(config: &Config, options: &EnvoyOptions) -> Value {
         ("inter_token_latency_ms", meta("inter_token_latency_ms")),
         // Rules that fail over: each attempt's backend and status (empty: no answer), and
         // why the last connection failed, if one did.
-        ("attempts", meta(ATTEMPT_LOG_KEY)),
+        (
+            "attempts",
+            format!("%DYNAMIC_METADATA({ATTEMPT_LOG_NAMESPACE}:{ATTEMPT_LOG_KEY})%"),
+        ),
         (
             "upstream_failure",
             "%UPSTREAM_TRANSPORT_FAILURE_REASON%".into(),

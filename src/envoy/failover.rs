@@ -28,8 +28,8 @@ use super::bootstrap::{address, http_protocol_options, seconds, tls_socket, Envo
 use super::credentials::{injector, upstream_codec};
 use crate::config::{Config, Retry, Rule};
 use crate::contract::{
-    ATTEMPTS_HEADER, ATTEMPT_LOG_KEY, BACKEND_HEADER, CLIENT_MODEL_KEY, ENDPOINT_BACKEND_KEY,
-    ENDPOINT_METADATA_NAMESPACE, FIRST_BACKEND_KEY, METADATA_NAMESPACE, MODEL_END_KEY,
+    ATTEMPTS_HEADER, ATTEMPT_LOG_KEY, ATTEMPT_LOG_NAMESPACE, BACKEND_HEADER, CLIENT_MODEL_KEY,
+    ENDPOINT_BACKEND_KEY, ENDPOINT_METADATA_NAMESPACE, METADATA_NAMESPACE, MODEL_END_KEY,
     MODEL_START_KEY, PATH_SUFFIX_KEY,
 };
 
@@ -235,6 +235,19 @@ fn lua(config: &Config, rule: &Rule) -> String {
         .backends
         .iter()
         .any(|b| b.model_name_override.is_some());
+    // The backend the processor rewrites the first attempt for, when it is certain.
+    let first = if rule.first_priority_has_one_backend() {
+        let level = rule.backends.iter().map(|b| b.priority).min().unwrap_or(0);
+        rule.backends
+            .iter()
+            .find(|b| b.priority == level)
+            .map_or_else(
+                || "nil".into(),
+                |b| lua_string(&config.backends[b.backend].name),
+            )
+    } else {
+        "nil".to_string()
+    };
     for target in &rule.backends {
         let backend = &config.backends[target.backend];
         let keyed = backend.key_source.is_some() && backend.api_key.is_some();
@@ -255,22 +268,28 @@ fn lua(config: &Config, rule: &Rule) -> String {
 local backends = {{
 {table}}}
 local NS = {ns}
+local LOG = {log_ns}
+local FIRST = {first}
 local REWRITES = {rewrites}
 
 function envoy_on_request(h)
   local headers = h:headers()
   local name = headers:get({backend_header}) or ""
   headers:remove({backend_header})
+  -- The attempts so far live in their own small namespace, cheap to read; the request's
+  -- (larger) metadata is read only for an attempt that needs rewriting.
   local meta = h:streamInfo():dynamicMetadata()
-  local md = meta:get(NS) or {{}}
-  local log = md[{log_key}]
-  if log == nil or log == "" then log = "" else log = log .. ";" end
-  meta:set(NS, {log_key}, log .. name .. "=")
+  local t = meta:get(LOG)
+  local log = (t and t[{log_key}]) or ""
+  local first = log == ""
+  if first then meta:set(LOG, {log_key}, name .. "=")
+  else meta:set(LOG, {log_key}, log .. ";" .. name .. "=") end
+  -- The first attempt, at the backend the processor already rewrote the request for.
+  if first and name == FIRST then return end
   local b = backends[name]
+  local md = meta:get(NS) or {{}}
   local suffix = md[{suffix_key}]
   if b == nil or suffix == nil then return end
-  -- The first attempt, at the backend the processor already rewrote the request for.
-  if log == "" and name == md[{first_key}] then return end
   headers:replace(":path", b.prefix .. suffix)
   if not b.keyed then headers:remove("authorization") end
   local model = b.model
@@ -288,22 +307,23 @@ end
 
 function envoy_on_response(h)
   local meta = h:streamInfo():dynamicMetadata()
-  local md = meta:get(NS) or {{}}
-  local log = (md[{log_key}] or "") .. (h:headers():get(":status") or "")
-  meta:set(NS, {log_key}, log)
+  local t = meta:get(LOG)
+  local log = ((t and t[{log_key}]) or "") .. (h:headers():get(":status") or "")
+  meta:set(LOG, {log_key}, log)
   h:headers():replace({attempts_header}, log)
 end
 "#,
         rule = rule.name(config).replace('\n', " "),
         rewrites = rewrites,
         ns = lua_string(METADATA_NAMESPACE),
+        log_ns = lua_string(ATTEMPT_LOG_NAMESPACE),
+        first = first,
         backend_header = lua_string(BACKEND_HEADER),
         log_key = lua_string(ATTEMPT_LOG_KEY),
         suffix_key = lua_string(PATH_SUFFIX_KEY),
         start_key = lua_string(MODEL_START_KEY),
         end_key = lua_string(MODEL_END_KEY),
         attempts_header = lua_string(ATTEMPTS_HEADER),
-        first_key = lua_string(FIRST_BACKEND_KEY),
         client_model_key = lua_string(CLIENT_MODEL_KEY),
     )
 }

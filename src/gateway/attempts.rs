@@ -109,6 +109,8 @@ mod tests {
     fn hostile_values_are_bounded() {
         let long = format!("{}=200", "x".repeat(MAX_NAME + 1));
         assert_eq!(Attempts::parse(&long).count(), 0);
+        let longest = format!("{}=200", "x".repeat(MAX_NAME));
+        assert_eq!(Attempts::parse(&longest).count(), 1);
         let many = "a=500;".repeat(1000);
         assert_eq!(Attempts::parse(&many).count(), MAX_ATTEMPTS);
         assert_eq!(

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::config::{Config, StreamUsage, WeightedBackend};
 use crate::contract::{
-    BACKEND_HEADER, CLIENT_MODEL_KEY, ENVOY_ADDED_HEADERS, FIRST_BACKEND_KEY, MAX_REQUEST_HEADERS,
+    BACKEND_HEADER, CLIENT_MODEL_KEY, ENVOY_ADDED_HEADERS, MAX_REQUEST_HEADERS,
     MAX_REQUEST_HEADER_BYTES, MODEL_END_KEY, MODEL_HEADER, MODEL_START_KEY, PATH_SUFFIX_KEY,
 };
 use crate::llm::{
@@ -106,7 +106,6 @@ impl Request<'_> {
         // With failover, the backend the first attempt goes to, when it is certain (the first
         // priority has one backend): rewritten here, so that Envoy's per-attempt filter only
         // works on retries.
-        let mut first = None;
         if failover {
             // Envoy picks the backend of each attempt; the rule's cluster rewrites path, model
             // and key for it (envoy/failover.rs), and Envoy puts the key on. The client's own
@@ -126,7 +125,6 @@ impl Request<'_> {
                 });
                 reply.set_headers.push((":path".into(), upstream.path));
                 edits = upstream.edits;
-                first = Some(backend.name.clone());
             }
         } else {
             let upstream = providers::upstream(&Target {
@@ -199,11 +197,6 @@ impl Request<'_> {
                     MetaValue::Str(serde_json::to_string(&info.model).unwrap_or_default()),
                 ),
             ]);
-            if let Some(name) = first {
-                reply
-                    .metadata
-                    .push((FIRST_BACKEND_KEY.into(), MetaValue::Str(name)));
-            }
         } else {
             reply.metadata.extend([
                 ("backend_name".into(), MetaValue::Str(backend.name.clone())),

@@ -723,12 +723,8 @@ fn a_gzip_request_is_forwarded_decoded() {
     assert!(c.remove_headers.iter().any(|h| h == "content-encoding"));
 }
 
-/// A rule with two priorities, where Envoy injects keys: the processor routes to the rule,
-/// rewrites for the first priority's only backend, and tells Envoy's per-attempt filter where
-/// the path suffix and the model are for the others; the response names the backend that served.
-#[test]
-fn a_rule_that_fails_over_is_left_to_envoys_attempts() {
-    let yaml = r#"
+/// A rule with two priorities (the second with another prefix and model).
+const FAILOVER_YAML: &str = r#"
 apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: AIGatewayRoute
 metadata: {name: r}
@@ -754,6 +750,13 @@ kind: Backend
 metadata: {name: x}
 spec: {endpoints: [{ip: {address: 127.0.0.1, port: 1}}]}
 "#;
+
+/// A rule with two priorities, where Envoy injects keys: the processor routes to the rule,
+/// rewrites for the first priority's only backend, and tells Envoy's per-attempt filter where
+/// the path suffix and the model are for the others; the response names the backend that served.
+#[test]
+fn a_rule_that_fails_over_is_left_to_envoys_attempts() {
+    let yaml = FAILOVER_YAML;
     let config = Arc::new(load_str("f.yaml", yaml, &CompileOptions::default()).unwrap());
     let hub = crate::usage::UsageHub::new();
     let mut records = hub.subscribe(4);
@@ -794,7 +797,8 @@ spec: {endpoints: [{ip: {address: 127.0.0.1, port: 1}}]}
     assert_eq!(&sent[start as usize..end as usize], b"\"model-a\"");
     assert_eq!(
         meta("first_backend"),
-        Some(MetaValue::Str("default/a".into()))
+        None,
+        "Envoy's filter knows it from the config"
     );
     assert_eq!(meta("client_model"), Some(MetaValue::Str("\"m\"".into())));
     assert_eq!(
@@ -1094,4 +1098,62 @@ fn a_stream_ended_early_still_leaves_a_usage_record() {
         .try_recv()
         .expect("a record when the stream is dropped");
     assert_eq!((rec.status, rec.total_tokens), (200, 7));
+}
+
+/// Where the model is in the body Envoy sends, whatever the gateway changed before or after it.
+#[test]
+fn the_model_span_follows_the_edits_around_it() {
+    let config = Arc::new(load_str("f.yaml", FAILOVER_YAML, &CompileOptions::default()).unwrap());
+    let sent = |body: &str| {
+        let options = Options {
+            inject_keys: false,
+            ..Options::default()
+        };
+        let mut s = Stream::with_options(config.clone(), options);
+        cont(
+            s.on_request_headers(post("/v1/chat/completions"), false)
+                .unwrap(),
+        );
+        let c = cont(
+            s.on_request_body(Bytes::from(body.to_string()), true)
+                .unwrap(),
+        );
+        let num = |key: &str| match c.metadata.iter().find(|(k, _)| k == key) {
+            Some((_, MetaValue::Num(n))) => *n as usize,
+            other => panic!("{key}: {other:?}"),
+        };
+        let sent = c.body.clone().unwrap();
+        String::from_utf8(sent[num("model_start")..num("model_end")].to_vec()).unwrap()
+    };
+    // `stream_options` replaced before the model (longer), after it, or inserted first.
+    for body in [
+        r#"{"stream_options":{"include_usage":false},"model":"m","messages":[{}],"stream":true}"#,
+        r#"{"model":"m","messages":[{}],"stream":true,"stream_options":{"include_usage":false}}"#,
+        r#"{"model":"m","messages":[{}],"stream":true}"#,
+    ] {
+        assert_eq!(sent(body), "\"model-a\"", "{body}");
+    }
+}
+
+/// Where Envoy injects keys but the rule has one priority, the processor rewrites as ever.
+#[test]
+fn one_priority_is_routed_by_the_processor_whoever_injects_keys() {
+    let options = Options {
+        inject_keys: false,
+        ..Options::default()
+    };
+    let mut s = Stream::with_options(config(), options);
+    cont(
+        s.on_request_headers(post("/v1/chat/completions"), false)
+            .unwrap(),
+    );
+    let body = r#"{"model":"qwen-instruct","messages":[{}]}"#;
+    let c = cont(s.on_request_body(Bytes::from(body), true).unwrap());
+    assert_eq!(header(&c, ":path"), Some("/inference/v1/chat/completions"));
+    assert_eq!(
+        header(&c, BACKEND_HEADER),
+        Some("default/envoy-ai-gateway-fireworks")
+    );
+    assert_eq!(header(&c, "authorization"), None, "Envoy puts the key on");
+    assert!(c.metadata.iter().all(|(k, _)| k != "path_suffix"));
 }

@@ -158,7 +158,10 @@ impl Fakes {
                 assert_eq!(r.header("host"), Some("api.fireworks.ai"), "{name}");
                 assert_eq!(r.sni.as_deref(), Some("api.fireworks.ai"), "{name}");
                 for (n, v) in &r.headers {
-                    assert!(!n.starts_with("x-ai-eg-"), "{name} got {n}");
+                    assert!(
+                        !n.starts_with("x-ai-eg-") && !n.starts_with("x-envoy-"),
+                        "{name} got {n}"
+                    );
                     for (other, _, _) in FAKES.iter().filter(|(o, _, _)| o != name) {
                         assert!(!v.contains(&key(other)), "{name} got {other}'s key in {n}");
                     }

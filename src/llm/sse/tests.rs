@@ -122,6 +122,11 @@ fn an_overlong_line_is_skipped_not_kept() {
 
 #[test]
 fn a_line_of_exactly_the_limit_is_kept_one_more_byte_is_not() {
+    assert_eq!(
+        MAX_LINE,
+        4 << 20,
+        "4 MiB: a 3 MB base64 image fits in one line"
+    );
     let event = |len: usize| {
         // `data: ` + JSON padded to `len` bytes on the line, split in two parts.
         let head = r#"data: {"usage":{"prompt_tokens":1,"total_tokens":1},"pad":""#;

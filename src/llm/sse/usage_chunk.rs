@@ -267,6 +267,7 @@ mod tests {
 
     #[test]
     fn an_event_of_exactly_the_bound_is_still_filtered() {
+        assert_eq!(MAX_HELD, 1 << 20, "1 MiB, as the README says");
         let now = Instant::now();
         let (mut f, mut r) = (UsageChunkFilter::default(), SseReader::new());
         let head = "data: {\"choices\":[{\"delta\":{}}],\"pad\":\"";
