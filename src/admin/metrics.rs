@@ -335,4 +335,33 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn failed_attempts_are_counted_by_backend_and_reason() {
+        let m = Metrics::new();
+        let failed = |backend: &str, reason: &str| crate::usage::FailedAttempt {
+            backend: backend.into(),
+            reason: reason.into(),
+        };
+        for _ in 0..2 {
+            m.observe(&UsageRecord {
+                endpoint: "chat",
+                failed_attempts: vec![failed("default/a", "503"), failed("default/b", "no answer")],
+                ..UsageRecord::default()
+            });
+        }
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"ai_extproc_failed_attempts_total{backend="default/a",reason="503"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"ai_extproc_failed_attempts_total{backend="default/b",reason="no answer"} 2"#
+            ),
+            "{text}"
+        );
+    }
 }

@@ -8,8 +8,9 @@
 
 use super::error::{ConfigError, Location};
 use super::load::Obj;
-use super::raw::{AIGatewayRouteSpec, CorsSpec, ObjectRefSpec, SecurityPolicySpec};
+use super::raw::{AIGatewayRouteSpec, CorsSpec, SecurityPolicySpec};
 use super::runtime::Cors;
+use super::targets;
 
 /// The gateway's CORS policy, if a SecurityPolicy sets one; every problem goes to `errors`.
 pub fn compile(
@@ -38,7 +39,25 @@ pub fn compile(
                 ));
             }
         }
-        check_targets(policy, routes, errors);
+        let ns = policy.meta.namespace.as_deref().unwrap_or("default");
+        let is_route = |name: &str| {
+            routes.iter().any(|r| {
+                format!(
+                    "{}/{}",
+                    r.meta.namespace.as_deref().unwrap_or("default"),
+                    r.meta.name
+                ) == name
+            })
+        };
+        // CORS applies to every route whatever the targets: only their validity matters.
+        targets::resolve(
+            loc,
+            ns,
+            &spec.target_refs,
+            spec.target_ref.as_ref(),
+            is_route,
+            errors,
+        );
         let Some(spec) = &spec.cors else {
             continue;
         };
@@ -55,44 +74,6 @@ pub fn compile(
         }
     }
     cors.map(|(c, _)| c)
-}
-
-fn check_targets(
-    policy: &Obj<SecurityPolicySpec>,
-    routes: &[&Obj<AIGatewayRouteSpec>],
-    errors: &mut Vec<ConfigError>,
-) {
-    let loc = &policy.location;
-    let targets: Vec<&ObjectRefSpec> = policy
-        .spec
-        .target_refs
-        .iter()
-        .chain(policy.spec.target_ref.as_ref())
-        .collect();
-    if targets.is_empty() {
-        errors.push(ConfigError::new(loc, "spec.targetRefs", "required"));
-    }
-    let ns = policy.meta.namespace.as_deref().unwrap_or("default");
-    for (i, t) in targets.iter().enumerate() {
-        let known = match t.kind.as_deref() {
-            Some("Gateway") => true,
-            Some("HTTPRoute") => routes.iter().any(|r| {
-                r.meta.name == t.name && r.meta.namespace.as_deref().unwrap_or("default") == ns
-            }),
-            _ => false,
-        };
-        if !known {
-            errors.push(ConfigError::new(
-                loc,
-                format!("spec.targetRefs[{i}]"),
-                format!(
-                    "{} {:?} is nothing ai-extproc serves (target the Gateway, or an HTTPRoute named after an AIGatewayRoute)",
-                    t.kind.as_deref().unwrap_or("(no kind)"),
-                    t.name
-                ),
-            ));
-        }
-    }
 }
 
 fn policy_cors(spec: &CorsSpec, loc: &Location, errors: &mut Vec<ConfigError>) -> Option<Cors> {

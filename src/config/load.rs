@@ -1,7 +1,8 @@
 //! Reads Kubernetes YAML (files, directories, multi-document streams) into typed objects.
 //! Objects of kinds ai-extproc does not use are skipped (a debug line); a kind in an API group
-//! ai-extproc reads that it does not know, or a near miss of one of its kinds (`AIGatewayRoutes`), is an error:
-//! a typo must not silently drop a route. Every problem is collected with its place.
+//! ai-extproc reads that it does not know, or a near miss of one of its kinds
+//! (`AIGatewayRoutes`), is an error: a typo must not silently drop a route. Every problem is
+//! collected with its place.
 
 use std::path::{Path, PathBuf};
 

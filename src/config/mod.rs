@@ -12,6 +12,7 @@ mod raw;
 mod reload;
 mod runtime;
 mod secret;
+mod targets;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -179,6 +179,13 @@ pub struct ServiceBackend {
     pub stream_usage: StreamUsage,
 }
 
+impl ServiceBackend {
+    /// Where Envoy finds the backend's key, when it has one to put on.
+    pub fn key_for_envoy(&self) -> Option<&KeySource> {
+        self.key_source.as_ref().filter(|_| self.api_key.is_some())
+    }
+}
+
 /// An API schema a backend speaks (`spec.schema.name`); `providers/` has one module each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schema {
@@ -303,10 +310,19 @@ impl Rule {
             .any(|b| b.priority != self.backends[0].priority)
     }
 
-    /// Whether the first attempt's backend is certain: one backend at the lowest priority.
-    pub fn first_priority_has_one_backend(&self) -> bool {
-        let level = self.backends.iter().map(|b| b.priority).min().unwrap_or(0);
-        self.backends.iter().filter(|b| b.priority == level).count() == 1
+    /// The priority that serves first: the lowest of its backends'.
+    pub fn first_priority(&self) -> u32 {
+        self.backends.iter().map(|b| b.priority).min().unwrap_or(0)
+    }
+
+    /// The first attempt's backend, when it is certain: the only one at the first priority.
+    pub fn first_backend(&self) -> Option<&WeightedBackend> {
+        let level = self.first_priority();
+        let mut first = self.backends.iter().filter(|b| b.priority == level);
+        match (first.next(), first.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        }
     }
 
     /// How Envoy retries its requests: its route's policy; else, when it fails over, once at

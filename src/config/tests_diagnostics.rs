@@ -32,11 +32,11 @@ spec:
 const ONE_RULE: &str =
     "    - matches: [{headers: [{name: x-ai-eg-model, value: m}]}]\n      backendRefs: [{name: b}]";
 
-fn compile(text: &str) -> Result<Config, ConfigErrors> {
+pub(super) fn compile(text: &str) -> Result<Config, ConfigErrors> {
     load_str("t.yaml", text, &CompileOptions::default())
 }
 
-fn errors(text: &str) -> Vec<String> {
+pub(super) fn errors(text: &str) -> Vec<String> {
     match compile(text) {
         Ok(_) => panic!("compiled:\n{text}"),
         Err(e) => e.0.iter().map(ToString::to_string).collect(),

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::tests_diagnostics::{compile, errors};
 use super::*;
 
 /// A route `r` whose rule has backends `a` (priority 0) and `b` (priority `b_priority`), and
@@ -44,17 +45,6 @@ spec:
 
 fn btp(spec: &str) -> String {
     format!("---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {{name: p}}\nspec:\n{spec}\n")
-}
-
-fn compile(text: &str) -> Result<Config, ConfigErrors> {
-    load_str("t.yaml", text, &CompileOptions::default())
-}
-
-fn errors(text: &str) -> Vec<String> {
-    match compile(text) {
-        Ok(_) => panic!("compiled:\n{text}"),
-        Err(e) => e.0.iter().map(ToString::to_string).collect(),
-    }
 }
 
 #[test]

@@ -180,7 +180,7 @@ fn filters(config: &Config, rule: &Rule) -> Value {
     let mut keyed = BTreeSet::new();
     for target in &rule.backends {
         let backend = &config.backends[target.backend];
-        let (Some(source), Some(_)) = (&backend.key_source, &backend.api_key) else {
+        let Some(source) = backend.key_for_envoy() else {
             continue;
         };
         if keyed.insert(backend.name.clone()) {
@@ -236,21 +236,13 @@ fn lua(config: &Config, rule: &Rule) -> String {
         .iter()
         .any(|b| b.model_name_override.is_some());
     // The backend the processor rewrites the first attempt for, when it is certain.
-    let first = if rule.first_priority_has_one_backend() {
-        let level = rule.backends.iter().map(|b| b.priority).min().unwrap_or(0);
-        rule.backends
-            .iter()
-            .find(|b| b.priority == level)
-            .map_or_else(
-                || "nil".into(),
-                |b| lua_string(&config.backends[b.backend].name),
-            )
-    } else {
-        "nil".to_string()
-    };
+    let first = rule.first_backend().map_or_else(
+        || "nil".into(),
+        |b| lua_string(&config.backends[b.backend].name),
+    );
     for target in &rule.backends {
         let backend = &config.backends[target.backend];
-        let keyed = backend.key_source.is_some() && backend.api_key.is_some();
+        let keyed = backend.key_for_envoy().is_some();
         let model = target.model_name_override.as_ref().map_or_else(
             || "nil".to_string(),
             |m| lua_string(&serde_json::to_string(m).unwrap_or_default()),

@@ -103,29 +103,20 @@ impl Request<'_> {
             ..Continue::default()
         };
         let mut edits = Vec::new();
-        // With failover, the backend the first attempt goes to, when it is certain (the first
-        // priority has one backend): rewritten here, so that Envoy's per-attempt filter only
-        // works on retries.
         if failover {
             // Envoy picks the backend of each attempt; the rule's cluster rewrites path, model
-            // and key for it (envoy/failover.rs), and Envoy puts the key on. The client's own
-            // key never goes on.
+            // and key for it (envoy/failover.rs), and Envoy puts the key on.
             reply
                 .set_headers
                 .push((MODEL_HEADER.into(), info.model.clone()));
+        } else {
+            routing_headers(&mut reply, &info.model, &backend.name);
+        }
+        // With failover, the request is rewritten here only for a first attempt whose backend
+        // is certain (the first priority's only one), so that Envoy's filter works on retries.
+        if failover && rule.first_backend().is_none() {
+            // The client's own key never goes on.
             reply.remove_headers.push("authorization".into());
-            if rule.first_priority_has_one_backend() {
-                let upstream = providers::upstream(&Target {
-                    endpoint,
-                    client_path: path,
-                    request: &info,
-                    backend,
-                    model_override: target.model_name_override.as_deref(),
-                    key: None,
-                });
-                reply.set_headers.push((":path".into(), upstream.path));
-                edits = upstream.edits;
-            }
         } else {
             let upstream = providers::upstream(&Target {
                 endpoint,
@@ -135,7 +126,6 @@ impl Request<'_> {
                 model_override: target.model_name_override.as_deref(),
                 key: backend.api_key.as_ref().filter(|_| options.inject_keys),
             });
-            routing_headers(&mut reply, &info.model, &backend.name);
             reply.set_headers.push((":path".into(), upstream.path));
             reply.set_headers.extend(upstream.set_headers);
             reply.remove_headers.extend(upstream.remove_headers);

@@ -44,7 +44,7 @@ pub fn select(
     let rule = &config.rules[rule_index];
     // The serving priority (a rule that fails over is routed by Envoy; this is the first
     // attempt's level, until the response names the backend that served).
-    let level = rule.backends.iter().map(|b| b.priority).min().unwrap_or(0);
+    let level = rule.first_priority();
     let weight = |b: &WeightedBackend| {
         if b.priority == level {
             u64::from(b.weight)

@@ -8,8 +8,9 @@ use std::time::Duration;
 use super::Compiler;
 use crate::config::error::Location;
 use crate::config::load::Obj;
-use crate::config::raw::{BackOffSpec, BackendTrafficPolicySpec, ObjectRefSpec, RetrySpec};
+use crate::config::raw::{BackOffSpec, BackendTrafficPolicySpec, RetrySpec};
 use crate::config::runtime::Retry;
+use crate::config::targets::{self, Target};
 
 /// Envoy `retry_on` conditions that apply to HTTP APIs, as Envoy Gateway spells its triggers.
 const HTTP_TRIGGERS: [&str; 7] = [
@@ -38,12 +39,6 @@ const DEFAULT_TRIGGERS: [&str; 3] = [
 const DEFAULT_STATUS_CODES: [u16; 1] = [503];
 const DEFAULT_NUM_RETRIES: u32 = 2;
 
-/// What a policy targets.
-enum Target {
-    Gateway,
-    Route(usize),
-}
-
 impl Compiler<'_> {
     /// Applies every BackendTrafficPolicy's retry to the routes it targets.
     pub(super) fn retries(&mut self) {
@@ -67,7 +62,11 @@ impl Compiler<'_> {
             };
             for target in targets {
                 match target {
-                    Target::Route(route) => {
+                    Target::Route(name) => {
+                        let Some(route) = self.config.routes.iter().position(|r| r.name == name)
+                        else {
+                            continue;
+                        };
                         if let Some(first) = from_route[route] {
                             self.err(
                                 loc,
@@ -100,47 +99,16 @@ impl Compiler<'_> {
     }
 
     fn targets(&mut self, policy: &Obj<BackendTrafficPolicySpec>) -> Vec<Target> {
-        let loc = &policy.location;
-        let refs: Vec<&ObjectRefSpec> = policy
-            .spec
-            .target_refs
-            .iter()
-            .chain(policy.spec.target_ref.as_ref())
-            .collect();
-        if refs.is_empty() {
-            self.err(
-                loc,
-                "spec.targetRefs",
-                "required (the Gateway, or an HTTPRoute named after an AIGatewayRoute)",
-            );
-        }
         let ns = policy.meta.namespace.as_deref().unwrap_or("default");
-        let mut targets = Vec::new();
-        for (i, t) in refs.iter().enumerate() {
-            let name = format!("{}/{}", t.namespace.as_deref().unwrap_or(ns), t.name);
-            let found = match t.kind.as_deref() {
-                Some("Gateway") => Some(Target::Gateway),
-                Some("HTTPRoute") => self
-                    .config
-                    .routes
-                    .iter()
-                    .position(|r| r.name == name)
-                    .map(Target::Route),
-                _ => None,
-            };
-            match found {
-                Some(target) => targets.push(target),
-                None => self.err(
-                    loc,
-                    format!("spec.targetRefs[{i}]"),
-                    format!(
-                        "{} {name:?} is nothing ai-extproc serves (target the Gateway, or an HTTPRoute named after an AIGatewayRoute)",
-                        t.kind.as_deref().unwrap_or("(no kind)")
-                    ),
-                ),
-            }
-        }
-        targets
+        let routes = &self.config.routes;
+        targets::resolve(
+            &policy.location,
+            ns,
+            &policy.spec.target_refs,
+            policy.spec.target_ref.as_ref(),
+            |name| routes.iter().any(|r| r.name == name),
+            &mut self.errors,
+        )
     }
 
     /// A `spec.retry` as Envoy will apply it; `None` (with errors) when it cannot be honoured.
