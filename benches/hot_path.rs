@@ -7,8 +7,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use ai_extproc::llm::{
-    apply_edits, decode_all, include_usage_edit, model_edit, parse_request, response_info,
-    Endpoint, Limits, SseReader, UsageChunkFilter,
+    apply_edits, decode_all, model_edit, parse_request, Chat, Family, Limits, SseReader,
+    UsageChunkFilter,
 };
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -37,12 +37,12 @@ fn request(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_function(format!("parse_and_rewrite/{name}"), |b| {
             b.iter(|| {
-                let info = parse_request(Endpoint::ChatCompletions, black_box(&body)).unwrap();
+                let info = parse_request(&Chat, black_box(&body)).unwrap();
                 let mut edits = vec![model_edit(
                     &info,
                     "accounts/fireworks/models/qwen3-vl-30b-a3b-thinking",
                 )];
-                edits.extend(include_usage_edit(&body, &info));
+                edits.extend(Chat.usage_edit(&body, &info));
                 black_box(apply_edits(&body, edits))
             })
         });
@@ -55,13 +55,13 @@ fn response(c: &mut Criterion) {
     let json = br#"{"id":"chatcmpl-9508df2d129c403f97a59319bb857925","object":"chat.completion","created":1768319392,"model":"accounts/fireworks/models/qwen3-vl-235b-a22b-instruct","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today? I can answer questions, write, summarise and more."},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"total_tokens":46,"completion_tokens":36,"prompt_tokens_details":{"cached_tokens":0}}}"#;
     group.throughput(Throughput::Bytes(json.len() as u64));
     group.bench_function("usage_from_json", |b| {
-        b.iter(|| black_box(response_info(black_box(json))))
+        b.iter(|| black_box(Chat.response_info(black_box(json))))
     });
     let stream = sse_stream(100);
     group.throughput(Throughput::Bytes(stream.len() as u64));
     group.bench_function("sse_100_events_in_512B_chunks", |b| {
         b.iter(|| {
-            let mut r = SseReader::new();
+            let mut r = SseReader::new(&Chat);
             let now = Instant::now();
             for chunk in stream.chunks(512) {
                 r.feed(black_box(chunk), now);
@@ -74,7 +74,7 @@ fn response(c: &mut Criterion) {
     // of what the client gets: the cost of keeping the OpenAI contract, beside the row above.
     group.bench_function("sse_100_events_in_512B_chunks_usage_chunk_dropped", |b| {
         b.iter(|| {
-            let mut r = SseReader::new();
+            let mut r = SseReader::new(&Chat);
             let mut f = UsageChunkFilter::default();
             let now = Instant::now();
             let mut out = 0;

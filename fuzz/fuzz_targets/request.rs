@@ -1,16 +1,12 @@
 //! Client request bodies: parsing never panics, and a rewrite changes the model value only.
 #![no_main]
 
-use ai_extproc::llm::{apply_edits, include_usage_edit, model_edit, parse_request, Endpoint};
+use ai_extproc::llm::{apply_edits, model_edit, parse_request, FAMILIES};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    for endpoint in [
-        Endpoint::ChatCompletions,
-        Endpoint::Completions,
-        Endpoint::Embeddings,
-    ] {
-        let Ok(info) = parse_request(endpoint, data) else {
+    for family in FAMILIES {
+        let Ok(info) = parse_request(family, data) else {
             continue;
         };
         let edit = model_edit(&info, "accounts/fireworks/models/x");
@@ -25,12 +21,12 @@ fuzz_target!(|data: &[u8]| {
             &data[info.model_span.end..]
         );
         // The rewritten body still parses, with the new model.
-        let again = parse_request(endpoint, &out).expect("a rewritten body parses");
+        let again = parse_request(family, &out).expect("a rewritten body parses");
         assert_eq!(again.model, "accounts/fireworks/models/x");
-        // Adding include_usage keeps it valid JSON.
+        // Asking for stream usage keeps it valid JSON.
         let mut edits = vec![edit];
-        edits.extend(include_usage_edit(data, &info));
+        edits.extend(family.usage_edit(data, &info));
         let with_usage = apply_edits(data, edits);
-        assert!(parse_request(endpoint, &with_usage).is_ok());
+        assert!(parse_request(family, &with_usage).is_ok());
     }
 });

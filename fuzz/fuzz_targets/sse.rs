@@ -7,12 +7,12 @@
 
 use std::time::Instant;
 
-use ai_extproc::llm::{SseReader, UsageChunkFilter};
+use ai_extproc::llm::{Chat, SseReader, UsageChunkFilter};
 use libfuzzer_sys::fuzz_target;
 
 /// What the client gets when the filter reads `parts` in turn.
 fn filtered(parts: &[&[u8]], now: Instant) -> (Vec<u8>, SseReader) {
-    let mut reader = SseReader::new();
+    let mut reader = SseReader::new(&Chat);
     let mut filter = UsageChunkFilter::default();
     let mut out = Vec::new();
     for part in parts {
@@ -48,7 +48,7 @@ fn split_points(data: &[u8], seed: u16) -> Vec<usize> {
 
 /// The reader's state after reading `parts` in turn.
 fn read(parts: &[&[u8]], now: Instant) -> SseReader {
-    let mut reader = SseReader::new();
+    let mut reader = SseReader::new(&Chat);
     for part in parts {
         reader.feed(part, now);
     }

@@ -8,7 +8,7 @@
 
 use std::io::Write;
 
-use ai_extproc::llm::{decode_all, response_info, DecodeError, Decoder, Limits};
+use ai_extproc::llm::{decode_all, Chat, DecodeError, Decoder, Family, Limits};
 use libfuzzer_sys::fuzz_target;
 
 const ENCODINGS: [&str; 3] = ["gzip", "deflate", "br"];
@@ -51,7 +51,7 @@ fn piecewise(encoding: &str, data: &[u8], cuts: &[usize]) -> Result<Vec<u8>, Dec
 
 fuzz_target!(|input: (Vec<u16>, &[u8])| {
     let (cuts, data) = input;
-    let info = response_info(data);
+    let info = Chat.response_info(data);
     for encoding in ENCODINGS {
         let encoded = encode(encoding, data);
         let mut at: Vec<usize> = cuts
@@ -71,7 +71,7 @@ fuzz_target!(|input: (Vec<u16>, &[u8])| {
                 Ok(data),
                 "{encoding}: a cut changed the bytes"
             );
-            assert_eq!(response_info(&decoded.unwrap_or_default()), info);
+            assert_eq!(Chat.response_info(&decoded.unwrap_or_default()), info);
         }
 
         // Arbitrary bytes as a compressed body: no panic, bounded (the limits hold).
@@ -81,7 +81,7 @@ fuzz_target!(|input: (Vec<u16>, &[u8])| {
         ] {
             if let Ok(decoded) = result {
                 assert!(decoded.len() <= Limits::default().max_bytes);
-                let _ = response_info(&decoded);
+                let _ = Chat.response_info(&decoded);
             }
         }
     }

@@ -287,14 +287,9 @@ impl Metrics {
     }
 }
 
-/// OTel `gen_ai.operation.name` of an endpoint.
+/// OTel `gen_ai.operation.name` of an endpoint (a family's name in the record).
 fn operation(endpoint: &str) -> &'static str {
-    match endpoint {
-        "chat" => "chat",
-        "completions" => "text_completion",
-        "embeddings" => "embeddings",
-        _ => "other",
-    }
+    crate::llm::family::named(endpoint).map_or("other", |f| f.operation())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! (the ext_proc stream fails; Envoy answers 500). One exhaustive mapping decides the response.
 
 use crate::contract::{MAX_REQUEST_HEADERS, MAX_REQUEST_HEADER_BYTES};
-use crate::llm::{ErrorBody, RequestError};
+use crate::llm::{supported, ErrorBody, Family, RequestError};
 
 use super::reply::Immediate;
 
@@ -11,7 +11,7 @@ use super::reply::Immediate;
 pub enum ClientError {
     #[error(transparent)]
     Request(#[from] RequestError),
-    #[error("Unknown request URL: {method} {path}. Supported: POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, GET /v1/models.")]
+    #[error("Unknown request URL: {method} {path}. Supported: {}.", supported())]
     UnknownPath { method: String, path: String },
     #[error("The request headers are too many or too large ({count} headers, {bytes} bytes; at most {MAX_REQUEST_HEADERS} headers and {MAX_REQUEST_HEADER_BYTES} bytes).")]
     HeadersTooLarge { count: usize, bytes: usize },
@@ -46,8 +46,9 @@ pub enum StreamError {
 }
 
 impl ClientError {
-    /// The response the client gets. Exhaustive on purpose: a new variant must choose.
-    pub fn to_response(&self) -> Immediate {
+    /// The response the client gets, in `family`'s error shape once the endpoint is known
+    /// (OpenAI's before). Exhaustive on purpose: a new variant must choose.
+    pub fn to_response(&self, family: Option<&dyn Family>) -> Immediate {
         let message = self.to_string();
         let (status, kind, param, code) = match self {
             ClientError::Request(e) => (400, "invalid_request_error", e.param(), None),
@@ -89,8 +90,11 @@ impl ClientError {
                 Some("request_too_large"),
             ),
         };
-        let mut response =
-            Immediate::json(status, ErrorBody::new(message, kind, param, code).to_json());
+        let body = match family {
+            Some(f) => f.error_body(message, kind, param, code),
+            None => ErrorBody::new(message, kind, param, code).to_json(),
+        };
+        let mut response = Immediate::json(status, body);
         if let ClientError::MethodNotAllowed { allowed, .. } = self {
             response.headers.push(("allow".into(), (*allowed).into()));
         }

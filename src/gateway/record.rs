@@ -115,7 +115,7 @@ pub fn usage_record(
         time_to_first_token_ms: outcome.time_to_first_token_ms.unwrap_or(0.0),
         inter_token_latency_ms: outcome.inter_token_latency_ms.unwrap_or(0.0),
         stream: routed.stream,
-        endpoint: routed.endpoint.name(),
+        endpoint: routed.family.name(),
         usage_seen: usage.is_some(),
         attempts: routed.attempts.count() as u32,
         failed_attempts: routed.attempts.failures(),

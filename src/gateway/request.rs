@@ -10,9 +10,7 @@ use crate::contract::{
     BACKEND_HEADER, CLIENT_MODEL_KEY, ENVOY_ADDED_HEADERS, MAX_REQUEST_HEADERS,
     MAX_REQUEST_HEADER_BYTES, MODEL_END_KEY, MODEL_HEADER, MODEL_START_KEY, PATH_SUFFIX_KEY,
 };
-use crate::llm::{
-    apply_edits, decode_all, include_usage_edit, parse_request, DecodeError, Edit, Endpoint, Limits,
-};
+use crate::llm::{apply_edits, decode_all, parse_request, DecodeError, Edit, Family, Limits};
 use crate::providers::{self, Target};
 
 use super::attempts::Attempts;
@@ -27,7 +25,7 @@ use super::Options;
 #[derive(Debug, Clone)]
 pub(crate) struct Routed {
     pub selection: Selection,
-    pub endpoint: Endpoint,
+    pub family: &'static dyn Family,
     pub requested_model: String,
     pub provider_model: String,
     pub stream: bool,
@@ -61,7 +59,7 @@ impl Routed {
 /// A request whose body has arrived whole.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Request<'a> {
-    pub endpoint: Endpoint,
+    pub family: &'static dyn Family,
     /// The client's path, query included.
     pub path: &'a str,
     pub headers: &'a Headers,
@@ -79,7 +77,7 @@ impl Request<'_> {
         options: &Options,
     ) -> Result<(Continue, Routed), ClientError> {
         let Request {
-            endpoint,
+            family,
             path,
             headers,
             body,
@@ -88,7 +86,7 @@ impl Request<'_> {
         let limits = Limits::bytes(options.max_body_bytes as usize);
         let decoded = decode_request_body(headers, body, limits)?;
         let body = decoded.as_deref().unwrap_or(body);
-        let info = parse_request(endpoint, body)?;
+        let info = parse_request(family, body)?;
         let selection = select(config, headers, &info.model, random_pick)
             .ok_or_else(|| ClientError::ModelNotFound(info.model.clone()))?;
         let rule = &config.rules[selection.rule];
@@ -119,7 +117,7 @@ impl Request<'_> {
             reply.remove_headers.push("authorization".into());
         } else {
             let upstream = providers::upstream(&Target {
-                endpoint,
+                family,
                 client_path: path,
                 request: &info,
                 backend,
@@ -133,19 +131,19 @@ impl Request<'_> {
         }
         strip_internal_headers(&mut reply, headers);
         // Usage records, metrics and costs need a stream's usage: ask a provider that reports
-        // it only when asked (any of the rule's, when Envoy may fail over), and take its extra
-        // chunk out of what the client did not ask for.
+        // it only when asked (any of the rule's, when Envoy may fail over) in the family's way,
+        // and take its extra chunk out of what the client did not ask for.
         let on_request =
             |b: &WeightedBackend| config.backends[b.backend].stream_usage == StreamUsage::OnRequest;
         let ask_usage = info.stream
-            && !info.include_usage
-            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
             && if failover {
                 rule.backends.iter().any(on_request)
             } else {
                 on_request(target)
             };
-        let usage_edit = ask_usage.then(|| include_usage_edit(body, &info)).flatten();
+        let usage_edit = ask_usage
+            .then(|| family.usage_edit(body, &info))
+            .flatten();
         let strip_usage_chunk = usage_edit.is_some();
         if let Some(edit) = usage_edit {
             edits.push(edit);
@@ -175,7 +173,7 @@ impl Request<'_> {
             reply.metadata.extend([
                 (
                     PATH_SUFFIX_KEY.into(),
-                    MetaValue::Str(endpoint.backend_path("", path)),
+                    MetaValue::Str(family.backend_path("", path)),
                 ),
                 (
                     MODEL_START_KEY.into(),
@@ -202,7 +200,7 @@ impl Request<'_> {
         ]);
         let routed = Routed {
             selection,
-            endpoint,
+            family,
             requested_model: info.model,
             provider_model,
             stream: info.stream,

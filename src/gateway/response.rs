@@ -6,9 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::llm::{
-    decode_all, response_info, Decoder, ErrorBody, Limits, SseReader, Usage, UsageChunkFilter,
-};
+use crate::llm::{decode_all, Decoder, Family, Limits, SseReader, Usage, UsageChunkFilter};
 
 use super::headers::Headers;
 use super::reply::{BodyMode, Continue};
@@ -20,7 +18,11 @@ const MAX_ERROR_TEXT: usize = 1024;
 #[derive(Debug)]
 pub enum ResponseBody {
     /// A 2xx JSON body, buffered whole, for its usage.
-    Json { encoding: String, buffer: Vec<u8> },
+    Json {
+        family: &'static dyn Family,
+        encoding: String,
+        buffer: Vec<u8>,
+    },
     /// A 2xx event stream, read as it passes.
     Sse {
         decoder: Option<Box<Decoder>>,
@@ -29,9 +31,13 @@ pub enum ResponseBody {
         /// Takes out the usage-only chunk the gateway asked for and the client did not.
         filter: Option<Box<UsageChunkFilter>>,
     },
-    /// A non-2xx body: buffered, then rewritten as an OpenAI error when it is not JSON, and
-    /// rid of the backend's key whatever it is.
-    Error { encoding: String, buffer: Vec<u8> },
+    /// A non-2xx body: buffered, then rewritten as the family's error when it is not JSON,
+    /// and rid of the backend's key whatever it is.
+    Error {
+        family: &'static dyn Family,
+        encoding: String,
+        buffer: Vec<u8>,
+    },
 }
 
 /// What a finished response body gave.
@@ -60,7 +66,12 @@ fn mime(headers: &Headers) -> String {
 impl ResponseBody {
     /// The reading a response needs, or `None` when its body can pass unseen. `strip_usage_chunk`:
     /// the gateway asked for stream usage the client did not ask for.
-    pub fn for_response(headers: &Headers, status: u16, strip_usage_chunk: bool) -> Option<Self> {
+    pub fn for_response(
+        family: &'static dyn Family,
+        headers: &Headers,
+        status: u16,
+        strip_usage_chunk: bool,
+    ) -> Option<Self> {
         let mime = mime(headers);
         let encoding = headers.get("content-encoding").unwrap_or("").to_string();
         let is_json = mime == "application/json" || mime.ends_with("+json");
@@ -80,12 +91,13 @@ impl ResponseBody {
                     .then(Box::<UsageChunkFilter>::default);
                 Some(Self::Sse {
                     decoder,
-                    reader: Box::default(),
+                    reader: Box::new(SseReader::new(family)),
                     broken,
                     filter,
                 })
             }
             true if is_json => Some(Self::Json {
+                family,
                 encoding,
                 buffer: Vec::new(),
             }),
@@ -93,6 +105,7 @@ impl ResponseBody {
             // Errors are read whole, JSON ones too: a provider's error may echo the request's
             // headers, and the key must not come back to the client.
             false => Some(Self::Error {
+                family,
                 encoding,
                 buffer: Vec::new(),
             }),
@@ -102,7 +115,12 @@ impl ResponseBody {
     /// Bytes buffered so far that [`ResponseBody::finish`] will decode, for a compressed body.
     pub fn compressed_len(&self) -> Option<usize> {
         match self {
-            Self::Json { encoding, buffer } | Self::Error { encoding, buffer } => {
+            Self::Json {
+                encoding, buffer, ..
+            }
+            | Self::Error {
+                encoding, buffer, ..
+            } => {
                 (!matches!(encoding.trim(), "" | "identity")).then_some(buffer.len())
             }
             Self::Sse { .. } => None,
@@ -173,7 +191,11 @@ impl ResponseBody {
         secret: Option<&str>,
     ) -> ResponseOutcome {
         match self {
-            Self::Json { encoding, buffer } => {
+            Self::Json {
+                family,
+                encoding,
+                buffer,
+            } => {
                 match decode_all(&encoding, &buffer, Limits::default()) {
                     Ok(body) if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() => {
                         // A success that claims JSON but is not: the client could not use it either.
@@ -182,12 +204,12 @@ impl ResponseBody {
                             "the provider sent an invalid JSON body; answering 502"
                         );
                         ResponseOutcome {
-                            replacement: Some(invalid_json_replacement(status)),
+                            replacement: Some(invalid_json_replacement(family, status)),
                             ..ResponseOutcome::default()
                         }
                     }
                     Ok(body) => {
-                        let info = response_info(&body);
+                        let info = family.response_info(&body);
                         ResponseOutcome {
                             usage: info.usage,
                             response_model: info.model,
@@ -211,8 +233,12 @@ impl ResponseBody {
                     replacement: None,
                 }
             }
-            Self::Error { encoding, buffer } => ResponseOutcome {
-                replacement: error_replacement(status, &encoding, &buffer, secret),
+            Self::Error {
+                family,
+                encoding,
+                buffer,
+            } => ResponseOutcome {
+                replacement: error_replacement(family, status, &encoding, &buffer, secret),
                 ..ResponseOutcome::default()
             },
         }
@@ -242,10 +268,10 @@ fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// A 502 in OpenAI shape for a provider success whose JSON body does not parse.
-fn invalid_json_replacement(status: u16) -> Continue {
+/// A 502 in the family's shape for a provider success whose JSON body does not parse.
+fn invalid_json_replacement(family: &dyn Family, status: u16) -> Continue {
     let message = format!("The provider answered {status} with a body that is not valid JSON.");
-    let json = ErrorBody::new(message, "server_error", None, Some("upstream_error")).to_json();
+    let json = family.error_body(message, "server_error", None, Some("upstream_error"));
     Continue {
         set_headers: vec![
             (":status".into(), "502".into()),
@@ -258,9 +284,11 @@ fn invalid_json_replacement(status: u16) -> Continue {
     }
 }
 
-/// A provider error for the client: a non-JSON one as OpenAI JSON with the same status (quoting
-/// its text), a JSON one as sent; either rid of `secret`. `None` when it passes unchanged.
+/// A provider error for the client: a non-JSON one in the family's JSON shape with the same
+/// status (quoting its text), a JSON one as sent; either rid of `secret`. `None` when it passes
+/// unchanged.
 fn error_replacement(
+    family: &dyn Family,
     status: u16,
     encoding: &str,
     body: &[u8],
@@ -289,7 +317,7 @@ fn error_replacement(
     } else {
         "upstream_error"
     };
-    let json = ErrorBody::new(message, kind, None, Some("upstream_error")).to_json();
+    let json = family.error_body(message, kind, None, Some("upstream_error"));
     Some(replacement_body(json, Some("application/json")))
 }
 

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::config::Config;
 use crate::contract::{ATTEMPTS_HEADER, ATTEMPTS_KEY, FAILED_ATTEMPTS_KEY};
-use crate::llm::{models_body, Endpoint};
+use crate::llm::{models_body, Endpoint, Family};
 
 use super::attempts::Attempts;
 use super::error::{ClientError, StreamError};
@@ -26,7 +26,7 @@ pub const LARGE_COMPRESSED_BODY: usize = 64 * 1024;
 enum Phase {
     RequestHeaders,
     RequestBody {
-        endpoint: Endpoint,
+        family: &'static dyn Family,
         path: String,
         headers: Headers,
         buffer: BytesMut,
@@ -109,33 +109,39 @@ impl Stream {
         // Every answer here ends the request; only a body to read changes the phase again.
         self.phase = Phase::Done;
         if let Err(e) = request::check_header_limits(&headers) {
-            return Ok(client_error(e));
+            return Ok(client_error(e, None));
         }
         // CONNECT has no :path; it is an unknown URL like any other.
         let method = headers.get(":method").unwrap_or_default().to_string();
         let path = headers.get(":path").unwrap_or_default().to_string();
         let Some(endpoint) = Endpoint::from_path(&path) else {
-            return Ok(client_error(ClientError::UnknownPath { method, path }));
+            return Ok(client_error(ClientError::UnknownPath { method, path }, None));
+        };
+        let family = match endpoint {
+            Endpoint::Api(family) => Some(family),
+            Endpoint::Models => None,
         };
         if !endpoint.allows(&method) {
-            return Ok(client_error(ClientError::MethodNotAllowed {
+            let allowed = endpoint.allow();
+            let e = ClientError::MethodNotAllowed {
                 method,
                 path,
-                allowed: endpoint.allow(),
-            }));
+                allowed,
+            };
+            return Ok(client_error(e, family));
         }
-        if endpoint == Endpoint::Models {
-            // Envoy drops the body of a reply to HEAD.
+        let Some(family) = family else {
+            // `/v1/models`; Envoy drops the body of a reply to HEAD.
             return Ok(Reply::Immediate(Immediate::json(
                 200,
                 models_body(&self.config.models),
             )));
-        }
+        };
         if end_of_stream {
-            return Ok(client_error(ClientError::MissingBody));
+            return Ok(client_error(ClientError::MissingBody, Some(family)));
         }
         self.phase = Phase::RequestBody {
-            endpoint,
+            family,
             path,
             headers,
             buffer: BytesMut::new(),
@@ -157,7 +163,7 @@ impl Stream {
             return Ok(Reply::Continue(Continue::default()));
         }
         let Phase::RequestBody {
-            endpoint,
+            family,
             path,
             headers,
             buffer,
@@ -166,7 +172,7 @@ impl Stream {
             return Err(self.unexpected("request body"));
         };
         let request = Request {
-            endpoint,
+            family,
             path: &path,
             headers: &headers,
             body: &buffer,
@@ -177,7 +183,7 @@ impl Stream {
                 self.phase = Phase::ResponseHeaders(Box::new(routed));
                 Ok(Reply::Continue(reply))
             }
-            Err(e) => Ok(client_error(e)),
+            Err(e) => Ok(client_error(e, Some(family))),
         }
     }
 
@@ -214,7 +220,12 @@ impl Stream {
         let body = if end_of_stream {
             None
         } else {
-            ResponseBody::for_response(&headers, routed.status, routed.strip_usage_chunk)
+            ResponseBody::for_response(
+                routed.family,
+                &headers,
+                routed.status,
+                routed.strip_usage_chunk,
+            )
         };
         let mode = match body {
             Some(body) => {
@@ -353,7 +364,8 @@ impl Drop for Stream {
     }
 }
 
-fn client_error(e: ClientError) -> Reply {
+/// A refusal in `family`'s error shape (OpenAI's while the endpoint is unknown).
+fn client_error(e: ClientError, family: Option<&dyn Family>) -> Reply {
     tracing::debug!(error = %e, "refusing request");
-    Reply::Immediate(e.to_response())
+    Reply::Immediate(e.to_response(family))
 }

@@ -1,42 +1,32 @@
-//! The client-facing OpenAI endpoints ai-extproc serves.
+//! The client-facing endpoints ai-extproc serves: `/v1/models`, answered by the gateway itself,
+//! and one per API family (see [`super::family`]).
 
-/// An OpenAI endpoint, recognised from the client's path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+use super::family::{self, Family, FAMILIES};
+
+/// An endpoint, recognised from the client's path.
+#[derive(Debug, Clone, Copy)]
 pub enum Endpoint {
-    ChatCompletions,
-    Completions,
-    Embeddings,
+    /// `GET /v1/models`.
     Models,
+    /// `POST /v1/<family>`.
+    Api(&'static dyn Family),
 }
 
 impl Endpoint {
     /// Recognises `/v1/<endpoint>` with or without a query string.
     pub fn from_path(path: &str) -> Option<Self> {
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
-        match path {
-            "/v1/chat/completions" => Some(Self::ChatCompletions),
-            "/v1/completions" => Some(Self::Completions),
-            "/v1/embeddings" => Some(Self::Embeddings),
-            "/v1/models" => Some(Self::Models),
-            _ => None,
+        let bare = path.split_once('?').map_or(path, |(p, _)| p);
+        if bare == "/v1/models" {
+            return Some(Self::Models);
         }
-    }
-
-    /// The path after the API prefix (`/v1`, `/inference/v1`, ...).
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "/chat/completions",
-            Self::Completions => "/completions",
-            Self::Embeddings => "/embeddings",
-            Self::Models => "/models",
-        }
+        family::from_path(path).map(Self::Api)
     }
 
     /// Whether the endpoint takes `method` (HEAD wherever GET is).
     pub fn allows(self, method: &str) -> bool {
         match self {
             Self::Models => matches!(method, "GET" | "HEAD"),
-            Self::ChatCompletions | Self::Completions | Self::Embeddings => method == "POST",
+            Self::Api(_) => method == "POST",
         }
     }
 
@@ -44,28 +34,20 @@ impl Endpoint {
     pub fn allow(self) -> &'static str {
         match self {
             Self::Models => "GET, HEAD",
-            Self::ChatCompletions | Self::Completions | Self::Embeddings => "POST",
+            Self::Api(_) => "POST",
         }
     }
+}
 
-    /// Short name for logs and metadata.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "chat",
-            Self::Completions => "completions",
-            Self::Embeddings => "embeddings",
-            Self::Models => "models",
-        }
-    }
-
-    /// The backend path for a prefix, keeping the client's query string.
-    pub fn backend_path(self, prefix: &str, client_path: &str) -> String {
-        let query = client_path.split_once('?').map(|(_, q)| q);
-        match query {
-            Some(q) => format!("{prefix}{}?{q}", self.suffix()),
-            None => format!("{prefix}{}", self.suffix()),
-        }
-    }
+/// Every endpoint with its method, for an error naming what is served
+/// (`POST /v1/chat/completions, ..., GET /v1/models`).
+pub fn supported() -> String {
+    let mut list: Vec<String> = FAMILIES
+        .iter()
+        .map(|f| format!("POST {}", f.client_path()))
+        .collect();
+    list.push("GET /v1/models".into());
+    list.join(", ")
 }
 
 #[cfg(test)]
@@ -73,31 +55,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_in_records_and_metrics() {
-        use Endpoint::*;
-        let names = [ChatCompletions, Completions, Embeddings, Models].map(Endpoint::name);
-        assert_eq!(names, ["chat", "completions", "embeddings", "models"]);
-    }
-
-    #[test]
-    fn paths() {
-        assert_eq!(
+    fn paths_and_methods() {
+        assert!(matches!(
+            Endpoint::from_path("/v1/models?x"),
+            Some(Endpoint::Models)
+        ));
+        assert!(matches!(
             Endpoint::from_path("/v1/chat/completions"),
-            Some(Endpoint::ChatCompletions)
-        );
+            Some(Endpoint::Api(f)) if f.name() == "chat"
+        ));
+        assert!(Endpoint::from_path("/v1/models/x").is_none());
+        assert!(Endpoint::Models.allows("HEAD") && !Endpoint::Models.allows("POST"));
+        let chat = Endpoint::from_path("/v1/chat/completions").unwrap();
+        assert!(chat.allows("POST") && !chat.allows("GET"));
+        assert_eq!(chat.allow(), "POST");
+        assert_eq!(Endpoint::Models.allow(), "GET, HEAD");
         assert_eq!(
-            Endpoint::from_path("/v1/embeddings?x=1"),
-            Some(Endpoint::Embeddings)
-        );
-        assert_eq!(Endpoint::from_path("/v1/chat/completions/"), None);
-        assert_eq!(Endpoint::from_path("/chat/completions"), None);
-        assert_eq!(
-            Endpoint::ChatCompletions.backend_path("/inference/v1", "/v1/chat/completions?a=b&c"),
-            "/inference/v1/chat/completions?a=b&c"
-        );
-        assert_eq!(
-            Endpoint::Completions.backend_path("/v1", "/v1/completions"),
-            "/v1/completions"
+            supported(),
+            "POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, GET /v1/models"
         );
     }
 }

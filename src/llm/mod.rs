@@ -1,21 +1,24 @@
-//! OpenAI-compatible API views: endpoints, request bodies, usage and error bodies. Pure
-//! functions over bytes, so they can be fuzzed and benchmarked alone.
+//! The client-facing API: endpoints and API families (request bodies, usage, error bodies per
+//! family), SSE and body decoding. Pure functions over bytes, so they can be fuzzed and
+//! benchmarked alone.
 
 mod decode;
 mod endpoint;
 mod error;
+pub mod family;
 mod models;
 mod request;
 mod sse;
 mod usage;
 
 pub use decode::{decode_all, DecodeError, Decoder, Limits, MAX_DECODED, MAX_RATIO, RATIO_FLOOR};
-pub use endpoint::Endpoint;
+pub use endpoint::{supported, Endpoint};
 pub use error::{ErrorBody, OpenAIError};
+pub use family::{Chat, Completions, Embeddings, Family, FAMILIES};
 pub use models::models_body;
 pub use request::{
-    apply_edits, include_usage_edit, model_edit, parse_request, rewrite_model, Edit, RequestError,
-    RequestInfo, MAX_MODEL_LEN,
+    apply_edits, model_edit, parse_request, rewrite_model, Edit, RequestError, RequestInfo, Shape,
+    MAX_MODEL_LEN,
 };
 pub use sse::{SseReader, SseState, UsageChunkFilter};
-pub use usage::{response_info, usage_from_json, ResponseInfo, Usage};
+pub use usage::{ResponseInfo, Usage};

@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::endpoint::Endpoint;
+use super::family::{Family, MAX_REQUIRED};
 
 /// Longest model name accepted (provider ids are far shorter; this bounds headers and logs).
 pub const MAX_MODEL_LEN: usize = 256;
@@ -74,96 +74,121 @@ impl RequestError {
     }
 }
 
-/// The fields the gateway reads. Every other field is walked too (as a [`Shape`]), so that
-/// serde_json's nesting limit holds for the whole body: a 10,000-deep `tools` is refused like a
-/// 10,000-deep `messages`, rather than forwarded for the provider to choke on.
-#[derive(Default)]
+/// The fields the gateway reads: `model`, the stream options, and the fields the family
+/// requires. Every other field is walked too (as a [`Shape`]), so that serde_json's nesting limit
+/// holds for the whole body: a 10,000-deep `tools` is refused like a 10,000-deep `messages`,
+/// rather than forwarded for the provider to choke on.
 struct View<'a> {
+    required: &'static [&'static str],
     model: Option<&'a RawValue>,
-    messages: Option<Shape>,
-    prompt: Option<Shape>,
-    input: Option<Shape>,
+    /// Shapes of the `required` fields, in their order.
+    fields: [Option<Shape>; MAX_REQUIRED],
     stream: Option<&'a RawValue>,
     /// `null` is kept as a value (its span is replaced too).
     stream_options: Option<&'a RawValue>,
+    /// Fields taken so far (a field given twice is refused).
+    seen: Vec<Field>,
 }
 
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(field_identifier, rename_all = "snake_case")]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Field {
     Model,
-    Messages,
-    Prompt,
-    Input,
     Stream,
     StreamOptions,
-    #[serde(other)]
+    /// The family's required field at this index.
+    Required(usize),
     Other,
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for View<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(ViewVisitor(std::marker::PhantomData))
+/// Reads a key as a [`Field`] without allocating (escaped keys are compared once unescaped).
+struct KeySeed(&'static [&'static str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
+    type Value = Field;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Field, D::Error> {
+        d.deserialize_str(self)
     }
 }
 
-struct ViewVisitor<'a>(std::marker::PhantomData<&'a ()>);
+impl serde::de::Visitor<'_> for KeySeed {
+    type Value = Field;
 
-/// Takes a field's value; a field given twice is the error serde's derive would give.
-fn once<'de, A: serde::de::MapAccess<'de>, T: Deserialize<'de>>(
-    map: &mut A,
-    seen: &mut Vec<Field>,
-    field: Field,
-) -> Result<T, A::Error> {
-    if seen.contains(&field) {
-        return Err(serde::de::Error::duplicate_field(field.name()));
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a field name")
     }
-    seen.push(field);
-    map.next_value()
+
+    fn visit_str<E>(self, key: &str) -> Result<Field, E> {
+        Ok(match key {
+            "model" => Field::Model,
+            "stream" => Field::Stream,
+            "stream_options" => Field::StreamOptions,
+            _ => self
+                .0
+                .iter()
+                .position(|f| *f == key)
+                .map_or(Field::Other, Field::Required),
+        })
+    }
 }
 
-impl Field {
-    fn name(self) -> &'static str {
-        match self {
+impl<'a> View<'a> {
+    fn field_name(&self, field: Field) -> &'static str {
+        match field {
             Field::Model => "model",
-            Field::Messages => "messages",
-            Field::Prompt => "prompt",
-            Field::Input => "input",
             Field::Stream => "stream",
             Field::StreamOptions => "stream_options",
+            Field::Required(i) => self.required[i],
             Field::Other => "",
         }
     }
+
+    /// Takes a field's value; a field given twice is the error serde's derive would give.
+    fn once<'de, A: serde::de::MapAccess<'de>, T: Deserialize<'de>>(
+        &mut self,
+        map: &mut A,
+        field: Field,
+    ) -> Result<T, A::Error> {
+        if self.seen.contains(&field) {
+            return Err(serde::de::Error::duplicate_field(self.field_name(field)));
+        }
+        self.seen.push(field);
+        map.next_value()
+    }
 }
 
-impl<'de: 'a, 'a> serde::de::Visitor<'de> for ViewVisitor<'a> {
+impl<'de: 'a, 'a> serde::de::DeserializeSeed<'de> for View<'a> {
+    type Value = View<'a>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<View<'a>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for View<'a> {
     type Value = View<'a>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<View<'a>, A::Error> {
-        let mut v = View::default();
-        let mut seen = Vec::new();
-        while let Some(field) = map.next_key::<Field>()? {
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<View<'a>, A::Error> {
+        while let Some(field) = map.next_key_seed(KeySeed(self.required))? {
             // As with serde's `Option`, a `null` is an absent field, except for
             // `stream_options`, whose `null` is a value to replace.
             match field {
-                Field::Model => v.model = once(&mut map, &mut seen, field)?,
-                Field::Messages => v.messages = once(&mut map, &mut seen, field)?,
-                Field::Prompt => v.prompt = once(&mut map, &mut seen, field)?,
-                Field::Input => v.input = once(&mut map, &mut seen, field)?,
-                Field::Stream => v.stream = once(&mut map, &mut seen, field)?,
+                Field::Model => self.model = self.once(&mut map, field)?,
+                Field::Stream => self.stream = self.once(&mut map, field)?,
                 Field::StreamOptions => {
-                    v.stream_options = Some(once(&mut map, &mut seen, field)?);
+                    self.stream_options = Some(self.once(&mut map, field)?);
                 }
+                Field::Required(i) => self.fields[i] = self.once(&mut map, field)?,
                 Field::Other => {
                     map.next_value::<Shape>()?;
                 }
             }
         }
-        Ok(v)
+        Ok(self)
     }
 }
 
@@ -173,8 +198,8 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-/// Validates a request body for `endpoint` and finds its model.
-pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<RequestInfo, RequestError> {
+/// Validates a request body for `family` and finds its model.
+pub fn parse_request(family: &dyn Family, body: &[u8]) -> Result<RequestInfo, RequestError> {
     let object_start = body.iter().position(|b| !b.is_ascii_whitespace());
     match object_start.map(|i| body[i]) {
         Some(b'{') => {}
@@ -187,8 +212,19 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<RequestInfo, Req
         }
         None => return Err(RequestError::InvalidJson("the body is empty".into())),
     }
-    let view: View<'_> =
-        serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+    let required = family.required();
+    let view = View {
+        required,
+        model: None,
+        fields: [None; MAX_REQUIRED],
+        stream: None,
+        stream_options: None,
+        seen: Vec::new(),
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let view = serde::de::DeserializeSeed::deserialize(view, &mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| RequestError::InvalidJson(e.to_string()))?;
     let raw_model = view.model.ok_or(RequestError::MissingModel)?;
     let model: String =
         serde_json::from_str(raw_model.get()).map_err(|_| RequestError::ModelNotString)?;
@@ -201,7 +237,7 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<RequestInfo, Req
     if model.chars().any(char::is_control) {
         return Err(RequestError::ModelControlChars);
     }
-    check_endpoint_field(endpoint, &view)?;
+    family.check(&view.fields[..required.len()])?;
     let stream = match view.stream.map(|s| s.get()) {
         None | Some("false") | Some("null") => false,
         Some("true") => true,
@@ -233,36 +269,11 @@ fn span(body: &[u8], raw: &RawValue) -> Range<usize> {
     start..start + raw.get().len()
 }
 
-fn check_endpoint_field(endpoint: Endpoint, view: &View<'_>) -> Result<(), RequestError> {
-    let (field, value) = match endpoint {
-        Endpoint::ChatCompletions => ("messages", view.messages),
-        Endpoint::Completions => ("prompt", view.prompt),
-        Endpoint::Embeddings => ("input", view.input),
-        Endpoint::Models => return Ok(()),
-    };
-    match (endpoint, value) {
-        (_, None) => Err(RequestError::MissingField(field)),
-        (Endpoint::ChatCompletions, Some(Shape::Array { empty: true })) => {
-            Err(RequestError::EmptyMessages)
-        }
-        (Endpoint::ChatCompletions, Some(Shape::Array { .. })) => Ok(()),
-        (Endpoint::ChatCompletions, Some(_)) => Err(RequestError::WrongType {
-            field,
-            expected: "an array",
-        }),
-        (_, Some(Shape::Array { .. } | Shape::String)) => Ok(()),
-        (_, Some(Shape::Other)) => Err(RequestError::WrongType {
-            field,
-            expected: "a string or an array",
-        }),
-    }
-}
-
 /// The JSON type of a field whose content the gateway does not read. It walks nested values
 /// as `Shape`s again, so serde_json's nesting limit holds (`RawValue` and `IgnoredAny` skip
 /// any depth without it).
-#[derive(Debug, Clone, Copy)]
-enum Shape {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
     String,
     Array { empty: bool },
     Other,
@@ -333,37 +344,6 @@ pub fn model_edit(info: &RequestInfo, model: &str) -> Edit {
     Edit {
         range: info.model_span.clone(),
         text: serde_json::to_string(model).unwrap_or_default(),
-    }
-}
-
-/// The edit that makes a stream report usage (`stream_options.include_usage: true`), keeping
-/// any other stream option; `None` when the request already asks for it.
-pub fn include_usage_edit(body: &[u8], info: &RequestInfo) -> Option<Edit> {
-    if info.include_usage {
-        return None;
-    }
-    match &info.stream_options {
-        None => {
-            let at = info.object_start + 1;
-            Some(Edit {
-                range: at..at,
-                text: r#""stream_options":{"include_usage":true},"#.to_string(),
-            })
-        }
-        Some(range) => {
-            let mut options =
-                match serde_json::from_slice::<serde_json::Value>(&body[range.clone()]) {
-                    Ok(serde_json::Value::Object(map)) => map,
-                    Ok(serde_json::Value::Null) => serde_json::Map::new(),
-                    // Not an object: leave it for the provider to refuse.
-                    _ => return None,
-                };
-            options.insert("include_usage".into(), serde_json::Value::Bool(true));
-            Some(Edit {
-                range: range.clone(),
-                text: serde_json::to_string(&options).unwrap_or_default(),
-            })
-        }
     }
 }
 

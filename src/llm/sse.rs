@@ -1,13 +1,13 @@
 //! Server-sent events, read incrementally as the chunks pass: events may be split across
 //! chunks or packed several to a chunk; lines end with LF, CRLF or CR; comment lines and
-//! `data: [DONE]` are understood. Reads usage (the last one wins: it is cumulative), the
-//! provider's model, and when tokens arrive. Never changes the bytes.
+//! `data: [DONE]` are understood. Each event's data goes to the API family, which reads usage
+//! (the last one wins: it is cumulative), the provider's model, and when tokens arrive. Never
+//! changes the bytes.
 
 use std::time::Instant;
 
-use serde::Deserialize;
-
-use super::usage::{RawUsage, Usage};
+use super::family::Family;
+use super::usage::Usage;
 
 mod usage_chunk;
 
@@ -16,9 +16,10 @@ pub use usage_chunk::UsageChunkFilter;
 /// Longest line kept while waiting for its end; a longer one is skipped (bounded memory).
 pub const MAX_LINE: usize = 4 * 1024 * 1024;
 
-/// Incremental SSE reader.
-#[derive(Debug, Default)]
+/// Incremental SSE reader; what an event says is read by its API family.
+#[derive(Debug)]
 pub struct SseReader {
+    family: &'static dyn Family,
     /// Bytes of a line not yet ended.
     line: Vec<u8>,
     /// A CR ended the last line: a following LF belongs to it.
@@ -53,38 +54,17 @@ pub struct SseState {
     pub last_token: Option<Instant>,
 }
 
-#[derive(Deserialize)]
-struct Chunk<'a> {
-    #[serde(default, borrow)]
-    model: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    usage: Option<RawUsage>,
-    #[serde(default, borrow)]
-    choices: Option<Vec<Choice<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct Choice<'a> {
-    #[serde(default, borrow)]
-    delta: Option<Delta<'a>>,
-    /// Completions stream `text` instead of a delta.
-    #[serde(default, borrow)]
-    text: Option<std::borrow::Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Delta<'a> {
-    #[serde(default, borrow)]
-    content: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
-    reasoning_content: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    tool_calls: Option<serde::de::IgnoredAny>,
-}
-
 impl SseReader {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(family: &'static dyn Family) -> Self {
+        Self {
+            family,
+            line: Vec::new(),
+            after_cr: false,
+            data: Vec::new(),
+            has_data: false,
+            skipping_long_line: false,
+            state: SseState::default(),
+        }
     }
 
     /// Reads a chunk that arrived at `now`.
@@ -178,35 +158,7 @@ impl SseReader {
     }
 
     fn read_event(&mut self, data: &[u8], now: Instant) {
-        let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
-            self.state.malformed += 1;
-            return;
-        };
-        let s = &mut self.state;
-        if s.model.is_none() {
-            s.model = chunk.model.map(|m| m.into_owned());
-        }
-        if chunk.choices.as_ref().is_some_and(Vec::is_empty) && chunk.usage.is_some() {
-            s.usage_only_events += 1;
-        }
-        if let Some(u) = chunk.usage {
-            s.usage = Some(Usage::from(u));
-        }
-        let has_token = chunk.choices.iter().flatten().any(|c| {
-            let delta_token = c.delta.as_ref().is_some_and(|d| {
-                d.content.as_deref().is_some_and(|t| !t.is_empty())
-                    || d.reasoning_content
-                        .as_deref()
-                        .is_some_and(|t| !t.is_empty())
-                    || d.tool_calls.is_some()
-            });
-            delta_token || c.text.as_deref().is_some_and(|t| !t.is_empty())
-        });
-        if has_token {
-            s.token_events += 1;
-            s.first_token.get_or_insert(now);
-            s.last_token = Some(now);
-        }
+        self.family.read_event(data, &mut self.state, now);
     }
 }
 

@@ -9,12 +9,12 @@
 mod openai;
 
 use crate::config::{Schema, SecretString, ServiceBackend};
-use crate::llm::{Edit, Endpoint, RequestInfo};
+use crate::llm::{Edit, Family, RequestInfo};
 
 /// A request as the gateway routed it, to be sent to one backend.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
-    pub endpoint: Endpoint,
+    pub family: &'static dyn Family,
     /// The client's path, query included.
     pub client_path: &'a str,
     /// The client's body as parsed.

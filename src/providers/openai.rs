@@ -8,7 +8,7 @@ use crate::llm::model_edit;
 pub(super) fn upstream(target: &Target<'_>) -> Upstream {
     let mut up = Upstream {
         path: target
-            .endpoint
+            .family
             .backend_path(&target.backend.prefix, target.client_path),
         set_headers: Vec::new(),
         remove_headers: Vec::new(),
@@ -31,7 +31,7 @@ pub(super) fn upstream(target: &Target<'_>) -> Upstream {
 mod tests {
     use super::super::{upstream, Target};
     use crate::config::{Schema, SecretString, ServiceBackend, StreamUsage};
-    use crate::llm::{apply_edits, parse_request, Endpoint};
+    use crate::llm::{apply_edits, parse_request, Chat, Embeddings};
 
     fn backend(prefix: &str) -> ServiceBackend {
         ServiceBackend {
@@ -48,11 +48,11 @@ mod tests {
     #[test]
     fn path_key_and_model() {
         let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
-        let info = parse_request(Endpoint::ChatCompletions, body).unwrap();
+        let info = parse_request(&Chat, body).unwrap();
         let fireworks = backend("/inference/v1");
         let key = SecretString::new("fw_key");
         let up = upstream(&Target {
-            endpoint: Endpoint::ChatCompletions,
+            family: &Chat,
             client_path: "/v1/chat/completions?x=1",
             request: &info,
             backend: &fireworks,
@@ -72,7 +72,7 @@ mod tests {
 
         let plain = backend("/v1");
         let up = upstream(&Target {
-            endpoint: Endpoint::Embeddings,
+            family: &Embeddings,
             client_path: "/v1/embeddings",
             request: &info,
             backend: &plain,

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use ai_extproc::llm::{response_info, SseReader};
+use ai_extproc::llm::{Chat, Completions, Embeddings, Family, SseReader};
 use serde_json::json;
 
 use crate::root;
@@ -20,8 +20,17 @@ fn fixtures_match_their_snapshots() {
     for file in files {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let bytes = std::fs::read(&file).unwrap();
+        // Each fixture is read by its family, as the gateway would.
+        let family: &'static dyn Family = if name.contains("completion") && !name.contains("chat")
+        {
+            &Completions
+        } else if name.contains("embeddings") {
+            &Embeddings
+        } else {
+            &Chat
+        };
         let read = if name.ends_with(".sse") {
-            let mut r = SseReader::new();
+            let mut r = SseReader::new(family);
             let now = Instant::now();
             // Chunked oddly on purpose: 7-byte pieces.
             for piece in bytes.chunks(7) {
@@ -32,7 +41,7 @@ fn fixtures_match_their_snapshots() {
             json!({"usage": s.usage.map(|u| format!("{u:?}")), "model": s.model, "events": s.events,
                    "token_events": s.token_events, "malformed": s.malformed, "done": s.done})
         } else {
-            let info = response_info(&bytes);
+            let info = family.response_info(&bytes);
             json!({"usage": info.usage.map(|u| format!("{u:?}")), "model": info.model})
         };
         insta::assert_yaml_snapshot!(format!("usage__{name}"), read);

@@ -3,6 +3,7 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::llm::family::Chat;
 
 const FIREWORKS: &str = concat!(
     "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"accounts/fireworks/models/m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"},\"finish_reason\":null}]}\n\n",
@@ -27,7 +28,7 @@ fn expected() -> Usage {
 static NOW: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
 fn read(chunks: &[&[u8]]) -> SseState {
-    let mut r = SseReader::new();
+    let mut r = SseReader::new(&Chat);
     let now = *NOW;
     for c in chunks {
         r.feed(c, now);
@@ -108,7 +109,7 @@ fn multi_line_data_is_joined() {
 
 #[test]
 fn an_overlong_line_is_skipped_not_kept() {
-    let mut r = SseReader::new();
+    let mut r = SseReader::new(&Chat);
     let now = Instant::now();
     r.feed(b"data: ", now);
     let big = vec![b'x'; MAX_LINE + 10];

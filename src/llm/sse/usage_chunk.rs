@@ -127,6 +127,7 @@ impl UsageChunkFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+use crate::llm::family::Chat;
 
     const STREAM: &str = concat!(
         "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
@@ -137,7 +138,7 @@ mod tests {
 
     fn run(chunks: &[&[u8]]) -> (Vec<u8>, SseReader, usize) {
         let mut f = UsageChunkFilter::default();
-        let mut r = SseReader::new();
+        let mut r = SseReader::new(&Chat);
         let now = Instant::now();
         let (mut out, mut rewritten) = (Vec::new(), 0);
         for c in chunks {
@@ -244,11 +245,11 @@ mod tests {
             (usage_only, Some(Bytes::new())),
             (content, Some(Bytes::from(content))),
         ] {
-            let (mut f, mut r) = (UsageChunkFilter::default(), SseReader::new());
+            let (mut f, mut r) = (UsageChunkFilter::default(), SseReader::new(&Chat));
             f.feed(tail.as_bytes(), &mut r, now);
             assert_eq!(f.finish(&mut r, now), want, "{tail}");
         }
-        let (mut f, mut r) = (UsageChunkFilter::default(), SseReader::new());
+        let (mut f, mut r) = (UsageChunkFilter::default(), SseReader::new(&Chat));
         f.feed(format!("{content}\n\n").as_bytes(), &mut r, now);
         assert_eq!(f.finish(&mut r, now), None, "nothing held");
     }
@@ -258,7 +259,7 @@ mod tests {
         // The usage-only event ends on CR CR, but the chunk goes on: the LF that starts the
         // next chunk belongs to the held event, not to the dropped one.
         let now = Instant::now();
-        let (mut f, mut r) = (UsageChunkFilter::default(), SseReader::new());
+        let (mut f, mut r) = (UsageChunkFilter::default(), SseReader::new(&Chat));
         let first = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"total_tokens\":2}}\r\rdata: {\"choices\":[{\"delta\":{}}]}";
         let mut out = f.feed(first.as_bytes(), &mut r, now).unwrap().to_vec();
         out.extend_from_slice(&f.feed(b"\n\n", &mut r, now).unwrap());
@@ -269,7 +270,7 @@ mod tests {
     fn an_event_of_exactly_the_bound_is_still_filtered() {
         assert_eq!(MAX_HELD, 1 << 20, "1 MiB, as the README says");
         let now = Instant::now();
-        let (mut f, mut r) = (UsageChunkFilter::default(), SseReader::new());
+        let (mut f, mut r) = (UsageChunkFilter::default(), SseReader::new(&Chat));
         let head = "data: {\"choices\":[{\"delta\":{}}],\"pad\":\"";
         let big = format!("{head}{}", "x".repeat(MAX_HELD - head.len()));
         assert_eq!(big.len(), MAX_HELD);
