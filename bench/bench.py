@@ -200,7 +200,7 @@ def main():
         if not shutil.which(tool) and not os.path.exists(tool):
             raise SystemExit(f"missing {tool}: {hint}")
     tmp = tempfile.mkdtemp(prefix="ai-extproc-bench-")
-    results, floors, profile = [], [], ""
+    results, floors, profile, paired = [], [], "", None
     try:
         up = start([BIN, "upstream", "test", "--listen", f"127.0.0.1:{UPSTREAM}",
                     "--stream-events", str(STREAM_EVENTS), "--stream-interval-ms", str(STREAM_INTERVAL_MS)])
@@ -230,9 +230,12 @@ def main():
         for label, model in [("two priorities, the first answers", "bench-model"),
                              ("two priorities, the first refuses connections", "bench-fail")]:
             h = {"x-ai-eg-model": model}
-            failover_body = BODY.replace('"bench-model"', f'"{model}"')
             results.append(measure(f"Envoy + ai-extproc, {label}", 18091, "/v1/chat/completions", h,
-                                   {"envoy": envoy.pid, "ai-extproc": proc.pid}, body=failover_body))
+                                   {"envoy": envoy.pid, "ai-extproc": proc.pid}, body=model_body(model)))
+        # The bound compares like with like: the one-backend and the two-priority rule in the
+        # same Envoy and processor, in alternating slices (two Envoy processes differ by more
+        # than the bound: how wrk's connections fall on Envoy's workers varies run to run).
+        paired = paired_rps(18091, "/v1/chat/completions", ["bench-single", "bench-model"])
         stop(envoy, proc)
 
         # What limits it: the same Envoy and processor with the ext_proc filter sending nothing,
@@ -260,7 +263,31 @@ def main():
         streams = concurrent_streams(tmp) if not os.environ.get("BENCH_SKIP_STREAMS") else {"completed": 0, "rss_idle": 0.0, "rss_peak": 0.0}
     finally:
         stop_all()
-    report(results, floors, direct_ttfb, direct_gap, streams, profile)
+    report(results, floors, direct_ttfb, direct_gap, streams, profile, paired)
+
+
+def model_body(model, body=None):
+    """The benchmark body (or `body`) asking for `model` instead of `bench-model`."""
+    return (body or BODY).replace('"bench-model"', f'"{model}"')
+
+
+def paired_rps(port, path, models, slices=4):
+    """Requests/s @16 conn of each model's rule, measured in alternating slices of DURATION/2
+    seconds (at least 3) in one Envoy; returns {model: rps over all its slices}."""
+    global BODY
+    seconds = max(DURATION // 2, 3)
+    total = {m: [0, 0.0] for m in models}
+    saved = BODY
+    try:
+        for i in range(slices):
+            for m in (models if i % 2 == 0 else list(reversed(models))):
+                BODY = model_body(m, saved)
+                r = wrk(f"http://127.0.0.1:{port}{path}", 16, seconds, {"x-ai-eg-model": m})
+                total[m][0] += r["requests"]
+                total[m][1] += seconds
+    finally:
+        BODY = saved
+    return {m: n / s for m, (n, s) in total.items()}
 
 
 # Processing modes of the floor rows, replacing what `envoy-config` renders.
@@ -352,7 +379,7 @@ def concurrent_streams(tmp):
     return {"completed": done, "rss_idle": base, "rss_peak": peak}
 
 
-def report(results, floors, direct_ttfb, direct_gap, streams, profile):
+def report(results, floors, direct_ttfb, direct_gap, streams, profile, paired=None):
     base = results[0]
     lines = [
         f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
@@ -387,10 +414,10 @@ def report(results, floors, direct_ttfb, direct_gap, streams, profile):
         ]
         if streams["completed"]:
             checks.append(("ai-extproc RSS ≤ 50 MB with 1,000 streams open", streams["rss_peak"], 50, "<="))
-        two = next((r for r in results if "the first answers" in r["name"]), None)
-        if two:
-            checks.append(("two priorities, the first answering: ≥ 0.90× the one-backend rule's req/s",
-                           two["r16"]["rps"] / ext["r16"]["rps"], 0.90, ">="))
+        if paired:
+            checks.append(("two priorities, the first answering: ≥ 0.90× the one-backend rule's req/s "
+                           f"(same Envoy, alternating slices: {paired['bench-model']:.0f} vs {paired['bench-single']:.0f} req/s)",
+                           paired["bench-model"] / paired["bench-single"], 0.90, ">="))
         if lite:
             checks.append(("≥ 30× LiteLLM req/s", ext["r16"]["rps"] / lite["r16"]["rps"], 30, ">="))
             checks.append(("p99 @16 conn ≤ 1/30 of LiteLLM's", lite["r16"]["p99"] / ext["r16"]["p99"], 30, ">="))

@@ -7,11 +7,16 @@
 pub const MODEL_HEADER: &str = "x-ai-eg-model";
 /// Header the processor sets to the chosen AIServiceBackend, for rules with several backends.
 pub const BACKEND_HEADER: &str = "x-ai-eg-backend";
-/// Response header by which a rule's per-attempt filter (envoy/failover.rs) reports the attempts
-/// Envoy made: `ns/a=503;ns/b=;ns/c=200`, the last one's answer being the response's; an empty
+/// Response header by which a rule's per-attempt filters (envoy/failover.rs) report the attempts
+/// Envoy made: `ns/a=503;ns/b=;ns/c=200`, the last one's answer being the response. An empty
 /// status is an attempt without an answer (connection failed, reset, silent past the idle
-/// timeout). The processor reads and removes it.
+/// timeout), except on the last one, which answered: its status is the response's (the filters
+/// skip a first attempt the processor already rewrote, and then report `ns/a=`). The processor
+/// reads and removes it.
 pub const ATTEMPTS_HEADER: &str = "x-ai-eg-attempts";
+/// Request header the per-attempt filters number the attempt with (Envoy's count, from 1) for
+/// their own matching; removed before the provider.
+pub const ATTEMPT_HEADER: &str = "x-ai-eg-attempt";
 /// Namespace of the endpoint metadata naming the AIServiceBackend an endpoint belongs to (key
 /// [`ENDPOINT_BACKEND_KEY`]), in the cluster of a rule that fails over.
 pub const ENDPOINT_METADATA_NAMESPACE: &str = "ai_extproc";

@@ -21,9 +21,11 @@ pub struct Attempt {
 pub struct Attempts(Vec<Attempt>);
 
 impl Attempts {
-    /// Reads `ns/a=503;ns/b=;ns/c=200`; malformed entries are skipped, the list is bounded.
-    pub fn parse(value: &str) -> Self {
-        let attempts = value
+    /// Reads `ns/a=503;ns/b=;ns/c=200` on a response of `status`; malformed entries are skipped,
+    /// the list is bounded. The last attempt is the one that answered: without a status of its
+    /// own, it has the response's.
+    pub fn parse(value: &str, status: u16) -> Self {
+        let mut attempts: Vec<Attempt> = value
             .split(';')
             .filter_map(|entry| {
                 let (backend, status) = entry.trim().rsplit_once('=')?;
@@ -37,6 +39,9 @@ impl Attempts {
             })
             .take(MAX_ATTEMPTS)
             .collect();
+        if let Some(last) = attempts.last_mut() {
+            last.status.get_or_insert(status);
+        }
         Self(attempts)
     }
 
@@ -83,7 +88,7 @@ mod tests {
 
     #[test]
     fn reads_what_the_filter_writes() {
-        let a = Attempts::parse("default/a=503;default/b=;default/c=200;");
+        let a = Attempts::parse("default/a=503;default/b=;default/c=200;", 200);
         assert_eq!(a.count(), 3);
         assert_eq!(a.served(), Some("default/c"));
         assert_eq!(a.failures_line(), "default/a: 503, default/b: no answer");
@@ -94,31 +99,42 @@ mod tests {
                 reason: "no answer".into()
             }
         );
-        // The last attempt got no answer: nobody served (Envoy answers itself).
-        let a = Attempts::parse("default/a=503;default/b=");
-        assert_eq!((a.count(), a.served()), (2, None));
+        // The last attempt is the response's: a status of its own, or the response's.
+        let a = Attempts::parse("default/a=503;default/b=", 429);
+        assert_eq!((a.count(), a.served()), (2, Some("default/b")));
         assert_eq!(a.failures_line(), "default/a: 503");
-        let one = Attempts::parse("default/a=200");
+        assert_eq!(a.0[1].status, Some(429));
+        let one = Attempts::parse("default/a=200", 500);
         assert_eq!((one.count(), one.served()), (1, Some("default/a")));
+        assert_eq!(one.0[0].status, Some(200));
         assert!(one.failures().is_empty());
-        assert_eq!(Attempts::parse(""), Attempts::default());
+        // A first attempt the filters skipped, then answered.
+        let skipped = Attempts::parse("default/a=", 200);
+        assert_eq!((skipped.count(), skipped.served()), (1, Some("default/a")));
+        assert_eq!(Attempts::parse("", 200), Attempts::default());
         assert_eq!(Attempts::default().failures_line(), "");
     }
 
     #[test]
     fn hostile_values_are_bounded() {
         let long = format!("{}=200", "x".repeat(MAX_NAME + 1));
-        assert_eq!(Attempts::parse(&long).count(), 0);
+        assert_eq!(Attempts::parse(&long, 200).count(), 0);
         let longest = format!("{}=200", "x".repeat(MAX_NAME));
-        assert_eq!(Attempts::parse(&longest).count(), 1);
+        assert_eq!(Attempts::parse(&longest, 200).count(), 1);
         let many = "a=500;".repeat(1000);
-        assert_eq!(Attempts::parse(&many).count(), MAX_ATTEMPTS);
+        assert_eq!(Attempts::parse(&many, 200).count(), MAX_ATTEMPTS);
         assert_eq!(
-            Attempts::parse("=200;noequals;a=x").0,
-            [Attempt {
-                backend: "a".into(),
-                status: None
-            }]
+            Attempts::parse("=200;noequals;a=x;b=", 200).0,
+            [
+                Attempt {
+                    backend: "a".into(),
+                    status: None
+                },
+                Attempt {
+                    backend: "b".into(),
+                    status: Some(200)
+                }
+            ]
         );
     }
 }

@@ -141,9 +141,7 @@ impl Request<'_> {
             } else {
                 on_request(target)
             };
-        let usage_edit = ask_usage
-            .then(|| family.usage_edit(body, &info))
-            .flatten();
+        let usage_edit = ask_usage.then(|| family.usage_edit(body, &info)).flatten();
         let strip_usage_chunk = usage_edit.is_some();
         if let Some(edit) = usage_edit {
             edits.push(edit);

@@ -120,9 +120,7 @@ impl ResponseBody {
             }
             | Self::Error {
                 encoding, buffer, ..
-            } => {
-                (!matches!(encoding.trim(), "" | "identity")).then_some(buffer.len())
-            }
+            } => (!matches!(encoding.trim(), "" | "identity")).then_some(buffer.len()),
             Self::Sse { .. } => None,
         }
     }

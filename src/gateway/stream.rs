@@ -115,7 +115,10 @@ impl Stream {
         let method = headers.get(":method").unwrap_or_default().to_string();
         let path = headers.get(":path").unwrap_or_default().to_string();
         let Some(endpoint) = Endpoint::from_path(&path) else {
-            return Ok(client_error(ClientError::UnknownPath { method, path }, None));
+            return Ok(client_error(
+                ClientError::UnknownPath { method, path },
+                None,
+            ));
         };
         let family = match endpoint {
             Endpoint::Api(family) => Some(family),
@@ -254,7 +257,10 @@ impl Stream {
         routed: &mut Routed,
         headers: &Headers,
     ) -> (Vec<String>, Vec<(String, MetaValue)>) {
-        let Some(attempts) = headers.get(ATTEMPTS_HEADER).map(Attempts::parse) else {
+        let Some(attempts) = headers
+            .get(ATTEMPTS_HEADER)
+            .map(|v| Attempts::parse(v, routed.status))
+        else {
             // Envoy's own answer: no attempt was answered (its access log has the attempts).
             return (Vec::new(), Vec::new());
         };

@@ -21,8 +21,7 @@ fn fixtures_match_their_snapshots() {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let bytes = std::fs::read(&file).unwrap();
         // Each fixture is read by its family, as the gateway would.
-        let family: &'static dyn Family = if name.contains("completion") && !name.contains("chat")
-        {
+        let family: &'static dyn Family = if name.contains("completion") && !name.contains("chat") {
             &Completions
         } else if name.contains("embeddings") {
             &Embeddings

@@ -113,7 +113,10 @@ mod tests {
     #[test]
     fn paths() {
         assert_eq!(from_path("/v1/chat/completions").unwrap().name(), "chat");
-        assert_eq!(from_path("/v1/embeddings?x=1").unwrap().name(), "embeddings");
+        assert_eq!(
+            from_path("/v1/embeddings?x=1").unwrap().name(),
+            "embeddings"
+        );
         assert!(from_path("/v1/chat/completions/").is_none());
         assert!(from_path("/chat/completions").is_none());
         assert!(from_path("/v1").is_none());

@@ -31,10 +31,7 @@ fn finds_the_model_and_stream() {
 
 #[test]
 fn escaped_model_names_are_decoded() {
-    let info = ok(
-        &Embeddings,
-        r#"{"model":"a\/b\u0041","input":"x"}"#,
-    );
+    let info = ok(&Embeddings, r#"{"model":"a\/b\u0041","input":"x"}"#);
     assert_eq!(info.model, "a/bA");
 }
 
@@ -61,18 +58,9 @@ fn refusals() {
         err(&Chat, r#"{"model":"m","messages":[#"#),
         RequestError::InvalidJson(_)
     ));
-    assert!(matches!(
-        err(&Chat, ""),
-        RequestError::InvalidJson(_)
-    ));
-    assert_eq!(
-        err(&Chat, r#"["model"]"#),
-        RequestError::NotAnObject
-    );
-    assert_eq!(
-        err(&Chat, r#""model""#),
-        RequestError::NotAnObject
-    );
+    assert!(matches!(err(&Chat, ""), RequestError::InvalidJson(_)));
+    assert_eq!(err(&Chat, r#"["model"]"#), RequestError::NotAnObject);
+    assert_eq!(err(&Chat, r#""model""#), RequestError::NotAnObject);
     assert_eq!(
         err(&Chat, r#"{"messages":[{}]}"#),
         RequestError::MissingModel
@@ -154,9 +142,7 @@ fn refusals() {
         "[".repeat(10_000),
         "]".repeat(10_000)
     );
-    assert!(
-        matches!(err(&Chat, &deep), RequestError::InvalidJson(m) if m.contains("recursion"))
-    );
+    assert!(matches!(err(&Chat, &deep), RequestError::InvalidJson(m) if m.contains("recursion")));
     // The nesting limit holds in every field, not only in those the gateway reads.
     for field in ["tools", "response_format", "metadata"] {
         let deep = format!(

@@ -127,7 +127,7 @@ impl UsageChunkFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-use crate::llm::family::Chat;
+    use crate::llm::family::Chat;
 
     const STREAM: &str = concat!(
         "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
