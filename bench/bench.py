@@ -200,7 +200,7 @@ def main():
         if not shutil.which(tool) and not os.path.exists(tool):
             raise SystemExit(f"missing {tool}: {hint}")
     tmp = tempfile.mkdtemp(prefix="ai-extproc-bench-")
-    results, floors, profile, paired = [], [], "", None
+    results, floors, profile, paired, paired_budget = [], [], "", None, None
     try:
         up = start([BIN, "upstream", "test", "--listen", f"127.0.0.1:{UPSTREAM}",
                     "--stream-events", str(STREAM_EVENTS), "--stream-interval-ms", str(STREAM_INTERVAL_MS)])
@@ -238,6 +238,15 @@ def main():
         paired = paired_rps(18091, "/v1/chat/completions", ["bench-single", "bench-model"])
         stop(envoy, proc)
 
+        # Budgets: the same rule with a per-user token budget (in memory; every request
+        # admitted, reserved and settled), against one without, in the same Envoy.
+        envoy, proc = start_product(tmp, "budget", {}, config="bench/gateway-budget.yaml")
+        user = {"x-user-id": "bench-user"}
+        results.append(measure("Envoy + ai-extproc, a per-user token budget (in memory)", 18091,
+                               "/v1/chat/completions", user, {"envoy": envoy.pid, "ai-extproc": proc.pid}))
+        paired_budget = paired_rps(18091, "/v1/chat/completions", ["bench-single", "bench-model"], headers=user)
+        stop(envoy, proc)
+
         # What limits it: the same Envoy and processor with the ext_proc filter sending nothing,
         # then one message per request that the processor answers without a change (the client
         # names the route itself). No ext_proc design sends fewer than one message.
@@ -263,7 +272,7 @@ def main():
         streams = concurrent_streams(tmp) if not os.environ.get("BENCH_SKIP_STREAMS") else {"completed": 0, "rss_idle": 0.0, "rss_peak": 0.0}
     finally:
         stop_all()
-    report(results, floors, direct_ttfb, direct_gap, streams, profile, paired)
+    report(results, floors, direct_ttfb, direct_gap, streams, profile, paired, paired_budget)
 
 
 def model_body(model, body=None):
@@ -271,7 +280,7 @@ def model_body(model, body=None):
     return (body or BODY).replace('"bench-model"', f'"{model}"')
 
 
-def paired_rps(port, path, models, slices=4):
+def paired_rps(port, path, models, slices=4, headers=None):
     """Requests/s @16 conn of each model's rule, measured in alternating slices of DURATION/2
     seconds (at least 3) in one Envoy; returns {model: rps over all its slices}."""
     global BODY
@@ -282,7 +291,7 @@ def paired_rps(port, path, models, slices=4):
         for i in range(slices):
             for m in (models if i % 2 == 0 else list(reversed(models))):
                 BODY = model_body(m, saved)
-                r = wrk(f"http://127.0.0.1:{port}{path}", 16, seconds, {"x-ai-eg-model": m})
+                r = wrk(f"http://127.0.0.1:{port}{path}", 16, seconds, {"x-ai-eg-model": m, **(headers or {})})
                 total[m][0] += r["requests"]
                 total[m][1] += seconds
     finally:
@@ -379,7 +388,7 @@ def concurrent_streams(tmp):
     return {"completed": done, "rss_idle": base, "rss_peak": peak}
 
 
-def report(results, floors, direct_ttfb, direct_gap, streams, profile, paired=None):
+def report(results, floors, direct_ttfb, direct_gap, streams, profile, paired=None, paired_budget=None):
     base = results[0]
     lines = [
         f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
@@ -418,6 +427,10 @@ def report(results, floors, direct_ttfb, direct_gap, streams, profile, paired=No
             checks.append(("two priorities, the first answering: ≥ 0.90× the one-backend rule's req/s "
                            f"(same Envoy, alternating slices: {paired['bench-model']:.0f} vs {paired['bench-single']:.0f} req/s)",
                            paired["bench-model"] / paired["bench-single"], 0.90, ">="))
+        if paired_budget:
+            checks.append(("a per-user token budget (in memory): ≥ 0.90× the same rule without "
+                           f"(same Envoy, alternating slices: {paired_budget['bench-model']:.0f} vs {paired_budget['bench-single']:.0f} req/s)",
+                           paired_budget["bench-model"] / paired_budget["bench-single"], 0.90, ">="))
         if lite:
             checks.append(("≥ 30× LiteLLM req/s", ext["r16"]["rps"] / lite["r16"]["rps"], 30, ">="))
             checks.append(("p99 @16 conn ≤ 1/30 of LiteLLM's", lite["r16"]["p99"] / ext["r16"]["p99"], 30, ">="))

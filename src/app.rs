@@ -27,6 +27,8 @@ pub struct AppOptions {
     pub envoy_admin: Option<SocketAddr>,
     /// Largest request body once decoded (the same bound as Envoy's buffer limit).
     pub max_body_bytes: u32,
+    /// Output tokens reserved on token budgets for a request without an output bound.
+    pub output_estimate: u64,
     /// The processor puts backend keys on requests (else Envoy does).
     pub inject_keys: bool,
     pub user_header: Option<String>,
@@ -169,6 +171,8 @@ impl App {
                 max_body_bytes: options.max_body_bytes,
                 inject_keys: options.inject_keys,
                 clock: crate::gateway::Clock::default(),
+                budgets: Some(Arc::new(crate::budget::Budgets::default())),
+                default_output_estimate: options.output_estimate,
             },
             metrics.clone(),
         );

@@ -134,6 +134,11 @@ pub struct ServeArgs {
     /// buffer limit (`envoy-config --max-body-bytes`).
     #[arg(long, env = "AI_EXTPROC_MAX_BODY_BYTES", default_value_t = crate::contract::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: u32,
+    /// Output tokens a request without `max_tokens` (or `max_completion_tokens`,
+    /// `max_output_tokens`) is estimated to use: what it reserves on token budgets until its
+    /// usage is known.
+    #[arg(long, env = "AI_EXTPROC_BUDGET_OUTPUT_ESTIMATE", default_value_t = crate::gateway::DEFAULT_OUTPUT_ESTIMATE)]
+    pub budget_output_estimate: u64,
     /// Who puts backend keys on requests: `processor` (a header mutation; beside Envoy Gateway),
     /// or `envoy` (its credential injector, with a bootstrap from `envoy-config`: keys then never
     /// show in Envoy's logs).
@@ -404,6 +409,7 @@ pub async fn run(command: Command, global_args: Vec<String>) -> Result<(), Failu
                     admin: Some(args.ops.admin),
                     envoy_admin: args.envoy_admin,
                     max_body_bytes: args.max_body_bytes,
+                    output_estimate: args.budget_output_estimate,
                     inject_keys: args.credentials == CredentialsArg::Processor,
                     user_header: Some(args.usage.user_header.to_ascii_lowercase()),
                     usage_log: args.usage.usage_log.clone(),

@@ -42,6 +42,12 @@ struct StatusLabel {
     status: String,
 }
 
+/// A budget by name (`namespace/policy#rule`): bounded by the config, never by users.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabel {
+    budget: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttemptLabels {
     backend: String,
@@ -80,6 +86,8 @@ pub struct Metrics {
     stream_errors: Family<KindLabel, Counter>,
     immediate_responses: Family<StatusLabel, Counter>,
     failed_attempts: Family<AttemptLabels, Counter>,
+    budget_refused: Family<BudgetLabel, Counter>,
+    budget_charged: Family<BudgetLabel, Counter>,
     config_reloads: Family<ResultLabel, Counter>,
     pub config_generation: Gauge<u64, AtomicU64>,
     config_warnings: Gauge<u64, AtomicU64>,
@@ -113,6 +121,8 @@ impl Metrics {
             stream_errors: Family::default(),
             immediate_responses: Family::default(),
             failed_attempts: Family::default(),
+            budget_refused: Family::default(),
+            budget_charged: Family::default(),
             config_reloads: Family::default(),
             config_generation: Gauge::default(),
             config_warnings: Gauge::default(),
@@ -167,6 +177,16 @@ impl Metrics {
             m.failed_attempts.clone(),
         );
         registry.register(
+            "ai_extproc_budget_refused",
+            "Requests refused with 429 because a budget (BackendTrafficPolicy rateLimit rule) had nothing left, by budget",
+            m.budget_refused.clone(),
+        );
+        registry.register(
+            "ai_extproc_budget_charged_units",
+            "Units (tokens, or requests) charged to budgets once requests ended, by budget",
+            m.budget_charged.clone(),
+        );
+        registry.register(
             "ai_extproc_config_reloads",
             "Config reloads, by result (applied, rejected)",
             m.config_reloads.clone(),
@@ -214,6 +234,15 @@ impl Metrics {
             .inc();
     }
 
+    /// A request refused (429) because `budget` had nothing left.
+    pub fn budget_refused(&self, budget: &str) {
+        self.budget_refused
+            .get_or_create(&BudgetLabel {
+                budget: budget.to_string(),
+            })
+            .inc();
+    }
+
     pub fn immediate_response(&self, status: u16) {
         self.immediate_responses
             .get_or_create(&StatusLabel {
@@ -239,6 +268,13 @@ impl Metrics {
 
     /// Observes a finished request.
     pub fn observe(&self, r: &UsageRecord) {
+        for (budget, units) in &r.budget_charges {
+            self.budget_charged
+                .get_or_create(&BudgetLabel {
+                    budget: budget.clone(),
+                })
+                .inc_by(*units);
+        }
         for f in &r.failed_attempts {
             self.failed_attempts
                 .get_or_create(&AttemptLabels {

@@ -13,6 +13,7 @@ pub struct CelInputs<'a> {
     pub route_name: &'a str,
     pub input_tokens: u64,
     pub cached_input_tokens: u64,
+    pub cache_creation_input_tokens: u64,
     pub output_tokens: u64,
     pub total_tokens: u64,
     pub reasoning_tokens: u64,
@@ -55,6 +56,7 @@ impl CelCost {
             route_name: "r",
             input_tokens: 3,
             cached_input_tokens: 1,
+            cache_creation_input_tokens: 1,
             output_tokens: 2,
             total_tokens: 5,
             reasoning_tokens: 1,
@@ -73,6 +75,10 @@ impl CelCost {
         ctx.add_variable_from_value(
             "cached_input_tokens",
             Value::UInt(inputs.cached_input_tokens),
+        );
+        ctx.add_variable_from_value(
+            "cache_creation_input_tokens",
+            Value::UInt(inputs.cache_creation_input_tokens),
         );
         ctx.add_variable_from_value("output_tokens", Value::UInt(inputs.output_tokens));
         ctx.add_variable_from_value("total_tokens", Value::UInt(inputs.total_tokens));

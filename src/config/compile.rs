@@ -17,6 +17,7 @@ use super::{checks, cors};
 
 mod backend;
 mod cluster;
+mod ratelimit;
 mod retry;
 mod route;
 

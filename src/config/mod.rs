@@ -28,9 +28,9 @@ pub use load::{load_paths, parse_str, Object};
 pub use providers::{StreamUsage, STREAM_USAGE_ANNOTATION};
 pub use reload::{emptied_files, fingerprint, log_warnings, watch, ReloadOutcome};
 pub use runtime::{
-    BackendId, CaSource, Cluster, ClusterId, Config, Cors, Cost, CostKind, Endpoint, HeaderMatch,
-    KeySource, Match, ModelInfo, Retry, Route, RouteId, Rule, Schema, ServiceBackend, Tls,
-    WeightedBackend,
+    BackendId, Budget, CaSource, Cluster, ClusterId, Config, Cors, Cost, CostKind, Endpoint,
+    HeaderMatch, HeaderSelector, KeySource, Match, ModelInfo, Retry, Route, RouteId, Rule, Schema,
+    SelectorMatch, ServiceBackend, Tls, WeightedBackend,
 };
 pub use secret::SecretString;
 
@@ -104,5 +104,7 @@ impl CompileOptions {
 mod tests;
 #[cfg(test)]
 mod tests_diagnostics;
+#[cfg(test)]
+mod tests_ratelimit;
 #[cfg(test)]
 mod tests_retry;

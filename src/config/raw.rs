@@ -390,6 +390,8 @@ pub struct BackendTrafficPolicySpec {
     pub target_ref: Option<ObjectRefSpec>,
     #[serde(default)]
     pub retry: Option<RetrySpec>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSpec>,
     /// Everything else, by field name.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml::Value>,
@@ -439,4 +441,101 @@ pub struct BackOffSpec {
     pub base_interval: Option<String>,
     #[serde(default)]
     pub max_interval: Option<String>,
+}
+
+/// `BackendTrafficPolicy.spec.rateLimit`: budgets ai-extproc enforces itself (src/budget).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// `Global` (shared by every replica, through Redis when configured) or `Local`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub global: Option<RateLimitRulesSpec>,
+    #[serde(default)]
+    pub local: Option<RateLimitRulesSpec>,
+}
+
+/// `rateLimit.global` / `rateLimit.local`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitRulesSpec {
+    #[serde(default)]
+    pub rules: Vec<RateLimitRuleSpec>,
+}
+
+/// One budget.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitRuleSpec {
+    #[serde(default)]
+    pub client_selectors: Vec<ClientSelectorSpec>,
+    pub limit: LimitSpec,
+    #[serde(default)]
+    pub cost: Option<RateLimitCostSpec>,
+    /// Envoy Gateway's sharing of one budget across the routes of a Gateway target.
+    #[serde(default)]
+    pub shared: Option<bool>,
+}
+
+/// `clientSelectors[]`: who the budget applies to. Only `headers` are honoured.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSelectorSpec {
+    #[serde(default)]
+    pub headers: Vec<HeaderSelectorSpec>,
+    /// `sourceCIDR`, `methods`, `path`, `queryParams`...: refused by name.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// `clientSelectors[].headers[]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderSelectorSpec {
+    pub name: String,
+    /// `Exact` (default), `RegularExpression` or `Distinct`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub invert: Option<bool>,
+}
+
+/// `limit`: this many units per `unit`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitSpec {
+    pub requests: u64,
+    pub unit: String,
+}
+
+/// `cost`: what a request is charged on its way in and when its response is known.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitCostSpec {
+    #[serde(default)]
+    pub request: Option<CostSourceSpec>,
+    #[serde(default)]
+    pub response: Option<CostSourceSpec>,
+}
+
+/// `cost.request` / `cost.response`: a number, or a dynamic metadata value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CostSourceSpec {
+    pub from: String,
+    #[serde(default)]
+    pub number: Option<u64>,
+    #[serde(default)]
+    pub metadata: Option<MetadataSourceSpec>,
+}
+
+/// `cost.*.metadata`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetadataSourceSpec {
+    pub namespace: String,
+    pub key: String,
 }

@@ -32,9 +32,52 @@ pub struct Config {
     pub models: Vec<ModelInfo>,
     /// Cross-origin policy for browsers, from a SecurityPolicy.
     pub cors: Option<Cors>,
+    /// Token and request budgets (BackendTrafficPolicy `rateLimit` rules), in load order.
+    pub budgets: Vec<Budget>,
     /// What compiled but looks wrong (a shadowed rule, an unused Backend...): logged at load,
     /// printed by `check`.
     pub warnings: Vec<ConfigError>,
+}
+
+/// One budget: a BackendTrafficPolicy `rateLimit` rule. Requests of its routes whose headers
+/// its selectors match share it (one per distinct value of a `Distinct` header).
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// `namespace/policy` and the rule's index: `default/p#0`. Metrics label it so.
+    pub name: String,
+    /// The routes it applies to.
+    pub routes: Vec<RouteId>,
+    pub selectors: Vec<HeaderSelector>,
+    /// Units per window.
+    pub limit: u64,
+    /// The window (`unit`): counters start again at each multiple of it since the epoch.
+    pub window: Duration,
+    /// Charged when a request is admitted (`cost.request.number`; 1 without `cost`).
+    pub request_cost: u64,
+    /// Charged when the response's usage is known: the route's cost of this `metadataKey`.
+    pub response_cost: Option<String>,
+    /// `Global`: shared by every replica (through Redis when configured); `Local`: this one.
+    pub global: bool,
+}
+
+/// A `clientSelectors[].headers[]` entry.
+#[derive(Debug, Clone)]
+pub struct HeaderSelector {
+    /// Lowercase header name.
+    pub name: String,
+    pub matcher: SelectorMatch,
+    /// The selector holds when the header does not match (or is absent).
+    pub invert: bool,
+}
+
+/// How a header selects.
+#[derive(Debug, Clone)]
+pub enum SelectorMatch {
+    Exact(String),
+    /// A whole-value regular expression.
+    Regex(regex::Regex),
+    /// Any value; each value its own budget.
+    Distinct,
 }
 
 /// A CORS policy (Envoy Gateway SecurityPolicy `cors`), applied to every route.
@@ -112,6 +155,8 @@ pub struct Cost {
 pub enum CostKind {
     InputToken,
     CachedInputToken,
+    /// Anthropic-style `cache_creation_input_tokens` (0 when the response has none).
+    CacheCreationInputToken,
     OutputToken,
     TotalToken,
     ReasoningToken,

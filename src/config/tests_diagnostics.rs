@@ -90,14 +90,14 @@ fn a_misspelled_kind_is_an_error_not_a_skip() {
 #[test]
 fn what_is_read_and_not_applied_is_a_warning() {
     let btp = format!(
-        "{}---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {{name: limits}}\nspec: {{targetRefs: [{{kind: Gateway, name: gw}}], rateLimit: {{type: Global}}}}\n",
+        "{}---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {{name: limits}}\nspec: {{targetRefs: [{{kind: Gateway, name: gw}}], loadBalancer: {{type: RoundRobin}}}}\n",
         base(ONE_RULE)
     );
     let w = warnings(&btp);
     assert!(
         w.iter()
             .any(|w| w.contains("BackendTrafficPolicy default/limits")
-                && w.contains("spec.rateLimit")
+                && w.contains("spec.loadBalancer")
                 && w.contains("not applied")),
         "{w:?}"
     );

@@ -64,6 +64,24 @@ pub fn response(answering: Answering, reply: Reply) -> ProcessingResponse {
             ..ProcessingResponse::default()
         },
         Reply::Continue(c) => continue_response(answering, c),
+        // The service answers an admission itself (`Stream::admit`) before it gets here; should
+        // one slip through, the request fails rather than pass its budgets unchecked.
+        Reply::Admit => {
+            tracing::error!("an admission reached the encoder unanswered; failing the request");
+            response(
+                answering,
+                Reply::Immediate(crate::gateway::Immediate::json(
+                    500,
+                    crate::llm::ErrorBody::new(
+                        "The gateway could not check this request's budgets.",
+                        "server_error",
+                        None,
+                        Some("gateway_error"),
+                    )
+                    .to_json(),
+                )),
+            )
+        }
     }
 }
 

@@ -16,7 +16,8 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert::{self, Answering};
 use crate::admin::Metrics;
 use crate::config::ConfigHandle;
-use crate::gateway::{Options, Stream, StreamError};
+use crate::gateway::{Options, Reply, Stream, StreamError};
+use tracing::Instrument;
 
 /// The processor service.
 #[derive(Debug, Clone)]
@@ -152,6 +153,23 @@ impl StreamState {
             self.stream = Some(stream);
             result
         };
+        // A request that counts against budgets waits for their answer here.
+        let result = match result {
+            Ok(Handled::Reply(answering, Reply::Admit)) => {
+                let mut stream = self.stream.take()?;
+                let admitted = stream.admit().instrument(span.clone()).await;
+                self.stream = Some(stream);
+                admitted.map(|(reply, refused)| {
+                    if let Some(budget) = refused {
+                        self.metrics.budget_refused(&budget);
+                    }
+                    convert::response(answering, reply)
+                })
+            }
+            Ok(Handled::Reply(answering, reply)) => Ok(convert::response(answering, reply)),
+            Ok(Handled::Done(response)) => Ok(response),
+            Err(e) => Err(e),
+        };
         let _entered = span.enter();
         let mut reply = result.map_err(|e| {
             tracing::warn!(error = %e, "ext_proc protocol error");
@@ -225,10 +243,13 @@ fn propagate_trace_context(reply: &mut ProcessingResponse) {
     convert::add_headers(common, headers);
 }
 
-fn handle(
-    stream: &mut Stream,
-    message: ProcessingRequest,
-) -> Result<ProcessingResponse, StreamError> {
+/// A message's answer: the gateway's reply to encode, or a message already made.
+enum Handled {
+    Reply(Answering, Reply),
+    Done(ProcessingResponse),
+}
+
+fn handle(stream: &mut Stream, message: ProcessingRequest) -> Result<Handled, StreamError> {
     use processing_request::Request as R;
     let Some(request) = message.request else {
         return Err(StreamError::UnexpectedMessage {
@@ -240,24 +261,24 @@ fn handle(
         R::RequestHeaders(h) => {
             let eos = h.end_of_stream;
             let reply = stream.on_request_headers(convert::headers(Some(h)), eos)?;
-            Ok(convert::response(Answering::RequestHeaders, reply))
+            Ok(Handled::Reply(Answering::RequestHeaders, reply))
         }
         R::RequestBody(b) => {
             let reply = stream.on_request_body(b.body.into(), b.end_of_stream)?;
-            Ok(convert::response(Answering::RequestBody, reply))
+            Ok(Handled::Reply(Answering::RequestBody, reply))
         }
         R::ResponseHeaders(h) => {
             let eos = h.end_of_stream;
             let reply = stream.on_response_headers(convert::headers(Some(h)), eos)?;
-            Ok(convert::response(Answering::ResponseHeaders, reply))
+            Ok(Handled::Reply(Answering::ResponseHeaders, reply))
         }
         R::ResponseBody(b) => {
             let reply = stream.on_response_body(b.body.into(), b.end_of_stream)?;
-            Ok(convert::response(Answering::ResponseBody, reply))
+            Ok(Handled::Reply(Answering::ResponseBody, reply))
         }
         // Trailers are not requested; answer them unchanged should a filter config ask.
-        R::RequestTrailers(_) => Ok(trailers(true)),
-        R::ResponseTrailers(_) => Ok(trailers(false)),
+        R::RequestTrailers(_) => Ok(Handled::Done(trailers(true))),
+        R::ResponseTrailers(_) => Ok(Handled::Done(trailers(false))),
     }
 }
 

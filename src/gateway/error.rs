@@ -33,6 +33,11 @@ pub enum ClientError {
     DecodedTooLarge(usize),
     #[error("The request body inflates more than {0} times; send it less compressed.")]
     CompressionRatio(usize),
+    #[error("Rate limit reached for {budget}: {limit} {unit} per window, {remaining} left; try again in {reset}.", limit = standing.limit, unit = if standing.tokens { "tokens" } else { "requests" }, remaining = standing.remaining, reset = crate::budget::reset_header(standing.reset))]
+    RateLimited {
+        budget: String,
+        standing: crate::budget::Standing,
+    },
 }
 
 /// A processor failure: the protocol with Envoy went wrong.
@@ -89,6 +94,12 @@ impl ClientError {
                 None,
                 Some("request_too_large"),
             ),
+            ClientError::RateLimited { .. } => (
+                429,
+                "rate_limit_exceeded",
+                None,
+                Some("rate_limit_exceeded"),
+            ),
         };
         let body = match family {
             Some(f) => f.error_body(message, kind, param, code),
@@ -97,6 +108,11 @@ impl ClientError {
         let mut response = Immediate::json(status, body);
         if let ClientError::MethodNotAllowed { allowed, .. } = self {
             response.headers.push(("allow".into(), (*allowed).into()));
+        }
+        if let ClientError::RateLimited { standing, .. } = self {
+            response
+                .headers
+                .extend(super::stream::budget_headers(standing, true));
         }
         response
     }

@@ -3,6 +3,7 @@
 //! Nothing here knows tonic or envoy-types; `extproc` translates at the edge.
 
 mod attempts;
+mod budget;
 mod clock;
 mod error;
 mod headers;
@@ -21,6 +22,9 @@ pub use reply::{BodyMode, Continue, Immediate, MetaValue, Reply};
 pub use route::{select, Selection};
 pub use stream::{Stream, LARGE_COMPRESSED_BODY};
 
+/// Output tokens reserved for a request without an output bound.
+pub const DEFAULT_OUTPUT_ESTIMATE: u64 = 256;
+
 /// Per-process settings of the data path.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -35,6 +39,11 @@ pub struct Options {
     pub inject_keys: bool,
     /// Where timings are read.
     pub clock: Clock,
+    /// Where budgets are counted; `None`: the config's budgets are not enforced (tests of
+    /// other things).
+    pub budgets: Option<std::sync::Arc<crate::budget::Budgets>>,
+    /// Output tokens a request is estimated to use when it sets no bound (`max_tokens`...).
+    pub default_output_estimate: u64,
 }
 
 impl Default for Options {
@@ -45,6 +54,8 @@ impl Default for Options {
             max_body_bytes: crate::contract::DEFAULT_MAX_BODY_BYTES,
             inject_keys: true,
             clock: Clock::default(),
+            budgets: None,
+            default_output_estimate: DEFAULT_OUTPUT_ESTIMATE,
         }
     }
 }

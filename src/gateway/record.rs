@@ -19,6 +19,7 @@ pub fn costs(config: &Config, routed: &Routed, usage: &Usage) -> Vec<(String, f6
             let n = match &cost.kind {
                 CostKind::InputToken => usage.input as f64,
                 CostKind::CachedInputToken => usage.cached_input as f64,
+                CostKind::CacheCreationInputToken => usage.cache_creation_input as f64,
                 CostKind::OutputToken => usage.output as f64,
                 CostKind::TotalToken => usage.total as f64,
                 CostKind::ReasoningToken => usage.reasoning as f64,
@@ -29,6 +30,7 @@ pub fn costs(config: &Config, routed: &Routed, usage: &Usage) -> Vec<(String, f6
                         route_name: &route.name,
                         input_tokens: usage.input,
                         cached_input_tokens: usage.cached_input,
+                        cache_creation_input_tokens: usage.cache_creation_input,
                         output_tokens: usage.output,
                         total_tokens: usage.total,
                         reasoning_tokens: usage.reasoning,
@@ -84,6 +86,7 @@ pub fn usage_record(
     routed: &Routed,
     outcome: &ResponseOutcome,
     now: std::time::Instant,
+    charges: &[u64],
 ) -> UsageRecord {
     let rule = &config.rules[routed.selection.rule];
     let usage = outcome.usage;
@@ -106,6 +109,7 @@ pub fn usage_record(
         user: routed.user.clone(),
         input_tokens: u.input,
         cached_input_tokens: u.cached_input,
+        cache_creation_input_tokens: u.cache_creation_input,
         output_tokens: u.output,
         total_tokens: u.total,
         reasoning_tokens: u.reasoning,
@@ -119,5 +123,11 @@ pub fn usage_record(
         usage_seen: usage.is_some(),
         attempts: routed.attempts.count() as u32,
         failed_attempts: routed.attempts.failures(),
+        budget_charges: routed
+            .reservations
+            .iter()
+            .zip(charges)
+            .map(|(r, c)| (r.claim.budget.clone(), r.claim.request_cost + c))
+            .collect(),
     }
 }

@@ -9,6 +9,9 @@ pub enum Reply {
     Continue(Continue),
     /// Answer the client now; nothing reaches the upstream.
     Immediate(Immediate),
+    /// The request counts against budgets: the edge awaits [`super::Stream::admit`] and sends
+    /// its reply instead.
+    Admit,
 }
 
 /// Changes to apply before the message goes on.

@@ -5,12 +5,15 @@
 use std::ops::Range;
 use std::time::Instant;
 
+use crate::budget::{Reservation, Standing};
 use crate::config::{Config, StreamUsage, WeightedBackend};
 use crate::contract::{
     BACKEND_HEADER, CLIENT_MODEL_KEY, ENVOY_ADDED_HEADERS, MAX_REQUEST_HEADERS,
     MAX_REQUEST_HEADER_BYTES, MODEL_END_KEY, MODEL_HEADER, MODEL_START_KEY, PATH_SUFFIX_KEY,
 };
-use crate::llm::{apply_edits, decode_all, parse_request, DecodeError, Edit, Family, Limits};
+use crate::llm::{
+    apply_edits, decode_all, parse_request, DecodeError, Edit, Family, Limits, Usage,
+};
 use crate::providers::{self, Target};
 
 use super::attempts::Attempts;
@@ -43,6 +46,12 @@ pub(crate) struct Routed {
     pub failover: bool,
     /// The attempts Envoy made, when it failed over.
     pub attempts: Attempts,
+    /// What the request is estimated to use (reserved on its budgets).
+    pub estimate: Usage,
+    /// What its budgets hold for it, settled when it ends.
+    pub reservations: Vec<Reservation>,
+    /// Its tightest budget, told to the client on the response.
+    pub standing: Option<Standing>,
 }
 
 impl Routed {
@@ -215,6 +224,13 @@ impl Request<'_> {
             strip_usage_chunk,
             failover,
             attempts: Attempts::default(),
+            estimate: super::budget::estimate(
+                body.len(),
+                info.max_output_tokens,
+                options.default_output_estimate,
+            ),
+            reservations: Vec::new(),
+            standing: None,
         };
         Ok((reply, routed))
     }

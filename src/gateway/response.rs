@@ -50,6 +50,8 @@ pub struct ResponseOutcome {
     pub inter_token_latency_ms: Option<f64>,
     /// A changed body (and its headers) for the client.
     pub replacement: Option<Continue>,
+    /// Streams: events that carried generated text (what a stream cut before its usage used).
+    pub token_events: u64,
 }
 
 fn mime(headers: &Headers) -> String {
@@ -229,6 +231,7 @@ impl ResponseBody {
                     time_to_first_token_ms: ttft,
                     inter_token_latency_ms: itl,
                     replacement: None,
+                    token_events: reader.state.token_events,
                 }
             }
             Self::Error {

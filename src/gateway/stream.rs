@@ -6,11 +6,13 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::budget::{reset_header, Claim, Standing, Verdict};
 use crate::config::Config;
 use crate::contract::{ATTEMPTS_HEADER, ATTEMPTS_KEY, FAILED_ATTEMPTS_KEY};
-use crate::llm::{models_body, Endpoint, Family};
+use crate::llm::{models_body, Endpoint, Family, Usage};
 
 use super::attempts::Attempts;
+use super::budget;
 use super::error::{ClientError, StreamError};
 use super::headers::Headers;
 use super::reply::{BodyMode, Continue, Immediate, MetaValue, Reply};
@@ -30,6 +32,12 @@ enum Phase {
         path: String,
         headers: Headers,
         buffer: BytesMut,
+    },
+    /// Routed; waiting for its budgets to admit it (`reply` goes on if they do).
+    Admitting {
+        routed: Box<Routed>,
+        reply: Continue,
+        claims: Vec<Claim>,
     },
     ResponseHeaders(Box<Routed>),
     ResponseBody(Box<Routed>, ResponseBody),
@@ -64,6 +72,7 @@ impl Stream {
         match self.phase {
             Phase::RequestHeaders => "request headers",
             Phase::RequestBody { .. } => "request body",
+            Phase::Admitting { .. } => "the budgets' answer",
             Phase::ResponseHeaders(_) => "response headers",
             Phase::ResponseBody(..) => "response body",
             Phase::Done => "the end of the stream",
@@ -91,7 +100,10 @@ impl Stream {
                 (!matches!(encoding, "" | "identity")).then_some(buffer.len())
             }
             Phase::ResponseBody(_, body) => body.compressed_len(),
-            Phase::RequestHeaders | Phase::ResponseHeaders(_) | Phase::Done => None,
+            Phase::RequestHeaders
+            | Phase::Admitting { .. }
+            | Phase::ResponseHeaders(_)
+            | Phase::Done => None,
         };
         compressed.is_some_and(|n| n + len > LARGE_COMPRESSED_BODY)
     }
@@ -183,10 +195,61 @@ impl Stream {
         };
         match request.route(&self.config, &self.options) {
             Ok((reply, routed)) => {
-                self.phase = Phase::ResponseHeaders(Box::new(routed));
-                Ok(Reply::Continue(reply))
+                let claims = match &self.options.budgets {
+                    Some(_) if !self.config.budgets.is_empty() => {
+                        budget::claims(&self.config, &routed, &headers)
+                    }
+                    _ => Vec::new(),
+                };
+                if claims.is_empty() {
+                    self.phase = Phase::ResponseHeaders(Box::new(routed));
+                    return Ok(Reply::Continue(reply));
+                }
+                self.phase = Phase::Admitting {
+                    routed: Box::new(routed),
+                    reply,
+                    claims,
+                };
+                Ok(Reply::Admit)
             }
             Err(e) => Ok(client_error(e, Some(family))),
+        }
+    }
+
+    /// After [`Reply::Admit`]: the budgets' answer. Admitted, the request goes on as routed
+    /// (its reservations settled when it ends); refused, the client gets 429 and nothing reaches
+    /// the provider. The refusing budget's name comes back for the metrics.
+    pub async fn admit(&mut self) -> Result<(Reply, Option<String>), StreamError> {
+        let Phase::Admitting {
+            mut routed,
+            reply,
+            claims,
+        } = std::mem::replace(&mut self.phase, Phase::Done)
+        else {
+            return Err(self.unexpected("an admission"));
+        };
+        let Some(budgets) = self.options.budgets.clone() else {
+            self.phase = Phase::ResponseHeaders(routed);
+            return Ok((Reply::Continue(reply), None));
+        };
+        match budgets.admit(&claims, self.options.clock.wall()).await {
+            Verdict::Admitted {
+                reservations,
+                standing,
+            } => {
+                routed.reservations = reservations;
+                routed.standing = standing;
+                self.phase = Phase::ResponseHeaders(routed);
+                Ok((Reply::Continue(reply), None))
+            }
+            Verdict::Refused { budget, standing } => {
+                tracing::debug!(%budget, "budget exhausted; refusing");
+                let e = ClientError::RateLimited {
+                    budget: budget.clone(),
+                    standing,
+                };
+                Ok((client_error(e, Some(routed.family)), Some(budget)))
+            }
         }
     }
 
@@ -200,7 +263,10 @@ impl Stream {
             Phase::ResponseHeaders(routed) => routed,
             // A local reply (no route, or Envoy's 413 while it buffered the request body) still
             // passes through the response phases.
-            Phase::RequestHeaders | Phase::RequestBody { .. } | Phase::Done => {
+            Phase::RequestHeaders
+            | Phase::RequestBody { .. }
+            | Phase::Admitting { .. }
+            | Phase::Done => {
                 return Ok(Reply::Continue(Continue {
                     response_body_mode: Some(BodyMode::None),
                     ..Continue::default()
@@ -220,6 +286,10 @@ impl Stream {
         } else {
             (Vec::new(), Vec::new())
         };
+        let set_headers = routed
+            .standing
+            .map(|s| budget_headers(&s, false))
+            .unwrap_or_default();
         let body = if end_of_stream {
             None
         } else {
@@ -243,6 +313,7 @@ impl Stream {
         };
         Ok(Reply::Continue(Continue {
             response_body_mode: Some(mode),
+            set_headers,
             remove_headers,
             metadata,
             ..Continue::default()
@@ -342,7 +413,18 @@ impl Stream {
             .map(|k| k.expose())
     }
 
+    /// The request ended: its reservations settled to what it used, its usage recorded.
     fn emit(&self, routed: &Routed, outcome: &ResponseOutcome) {
+        let charges = if routed.reservations.is_empty() {
+            Vec::new()
+        } else {
+            let used = used(routed, outcome);
+            let charges = budget::charges(&self.config, routed, used.as_ref());
+            if let Some(budgets) = &self.options.budgets {
+                budgets.settle(&routed.reservations, &charges);
+            }
+            charges
+        };
         if let Some(hub) = &self.options.usage {
             let now = self.options.clock.now();
             hub.emit(super::record::usage_record(
@@ -350,6 +432,7 @@ impl Stream {
                 routed,
                 outcome,
                 now,
+                &charges,
             ));
         }
     }
@@ -365,9 +448,47 @@ impl Drop for Stream {
                 let outcome = body.finish(routed.status, routed.sent, now, None);
                 self.emit(&routed, &outcome);
             }
-            Phase::RequestHeaders | Phase::RequestBody { .. } | Phase::Done => {}
+            // Not admitted yet: nothing was reserved.
+            Phase::RequestHeaders
+            | Phase::RequestBody { .. }
+            | Phase::Admitting { .. }
+            | Phase::Done => {}
         }
     }
+}
+
+/// What a finished request used, for its budgets: the usage it reported, else (a stream cut
+/// before its usage came) its estimated input and the tokens it streamed; nothing for an error
+/// or a response that never came.
+fn used(routed: &Routed, outcome: &ResponseOutcome) -> Option<Usage> {
+    if outcome.usage.is_some() {
+        return outcome.usage;
+    }
+    let answered = (200..300).contains(&routed.status);
+    (answered && outcome.token_events > 0).then(|| Usage {
+        input: routed.estimate.input,
+        output: outcome.token_events,
+        total: routed.estimate.input + outcome.token_events,
+        ..Usage::default()
+    })
+}
+
+/// OpenAI's rate limit headers for a request's tightest budget (`retry-after` on a refusal).
+pub(super) fn budget_headers(s: &Standing, refused: bool) -> Vec<(String, String)> {
+    let unit = if s.tokens { "tokens" } else { "requests" };
+    let mut headers = vec![
+        (format!("x-ratelimit-limit-{unit}"), s.limit.to_string()),
+        (
+            format!("x-ratelimit-remaining-{unit}"),
+            s.remaining.to_string(),
+        ),
+        (format!("x-ratelimit-reset-{unit}"), reset_header(s.reset)),
+    ];
+    if refused {
+        let secs = s.reset.as_secs() + u64::from(s.reset.subsec_nanos() > 0);
+        headers.push(("retry-after".into(), secs.max(1).to_string()));
+    }
+    headers
 }
 
 /// A refusal in `family`'s error shape (OpenAI's while the endpoint is unknown).

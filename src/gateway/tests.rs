@@ -38,6 +38,7 @@ fn cont(reply: Reply) -> Continue {
             i.status,
             String::from_utf8_lossy(&i.body)
         ),
+        Reply::Admit => panic!("an admission (no budgets are configured here)"),
     }
 }
 
@@ -45,6 +46,7 @@ fn immediate(reply: Reply) -> (u16, serde_json::Value) {
     match reply {
         Reply::Immediate(i) => (i.status, serde_json::from_slice(&i.body).unwrap()),
         Reply::Continue(c) => panic!("continue {c:?}"),
+        Reply::Admit => panic!("an admission"),
     }
 }
 

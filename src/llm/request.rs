@@ -9,6 +9,9 @@ use serde_json::value::RawValue;
 
 use super::family::{Family, MAX_REQUIRED};
 
+/// The request fields that bound a response's output tokens, across the OpenAI APIs.
+const MAX_TOKEN_FIELDS: [&str; 3] = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
+
 /// Longest model name accepted (provider ids are far shorter; this bounds headers and logs).
 pub const MAX_MODEL_LEN: usize = 256;
 
@@ -27,6 +30,9 @@ pub struct RequestInfo {
     pub include_usage: bool,
     /// Offset of the body's opening `{`.
     pub object_start: usize,
+    /// The most output tokens asked for (`max_tokens`, `max_completion_tokens` or
+    /// `max_output_tokens`), when a whole number.
+    pub max_output_tokens: Option<u64>,
 }
 
 /// Why a request body is refused. Every variant is a client error (400).
@@ -86,6 +92,8 @@ struct View<'a> {
     stream: Option<&'a RawValue>,
     /// `null` is kept as a value (its span is replaced too).
     stream_options: Option<&'a RawValue>,
+    /// The first of `max_tokens`, `max_completion_tokens`, `max_output_tokens` given.
+    max_tokens: Option<&'a RawValue>,
     /// Fields taken so far (a field given twice is refused).
     seen: Vec<Field>,
 }
@@ -95,6 +103,8 @@ enum Field {
     Model,
     Stream,
     StreamOptions,
+    /// One of the output bounds, by index in [`MAX_TOKEN_FIELDS`].
+    MaxTokens(usize),
     /// The family's required field at this index.
     Required(usize),
     Other,
@@ -123,6 +133,9 @@ impl serde::de::Visitor<'_> for KeySeed {
             "model" => Field::Model,
             "stream" => Field::Stream,
             "stream_options" => Field::StreamOptions,
+            _ if MAX_TOKEN_FIELDS.contains(&key) => {
+                Field::MaxTokens(MAX_TOKEN_FIELDS.iter().position(|f| *f == key).unwrap_or(0))
+            }
             _ => self
                 .0
                 .iter()
@@ -138,6 +151,7 @@ impl<'a> View<'a> {
             Field::Model => "model",
             Field::Stream => "stream",
             Field::StreamOptions => "stream_options",
+            Field::MaxTokens(i) => MAX_TOKEN_FIELDS[i],
             Field::Required(i) => self.required[i],
             Field::Other => "",
         }
@@ -183,6 +197,10 @@ impl<'de: 'a, 'a> serde::de::Visitor<'de> for View<'a> {
                     self.stream_options = Some(self.once(&mut map, field)?);
                 }
                 Field::Required(i) => self.fields[i] = self.once(&mut map, field)?,
+                Field::MaxTokens(_) => {
+                    let value: Option<&'a RawValue> = self.once(&mut map, field)?;
+                    self.max_tokens = self.max_tokens.or(value);
+                }
                 Field::Other => {
                     map.next_value::<Shape>()?;
                 }
@@ -219,6 +237,7 @@ pub fn parse_request(family: &dyn Family, body: &[u8]) -> Result<RequestInfo, Re
         fields: [None; MAX_REQUIRED],
         stream: None,
         stream_options: None,
+        max_tokens: None,
         seen: Vec::new(),
     };
     let mut de = serde_json::Deserializer::from_slice(body);
@@ -260,6 +279,7 @@ pub fn parse_request(family: &dyn Family, body: &[u8]) -> Result<RequestInfo, Re
         stream_options: view.stream_options.map(|o| span(body, o)),
         include_usage,
         object_start: object_start.unwrap_or(0),
+        max_output_tokens: view.max_tokens.and_then(|v| v.get().parse().ok()),
     })
 }
 

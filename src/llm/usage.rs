@@ -6,6 +6,9 @@
 pub struct Usage {
     pub input: u64,
     pub cached_input: u64,
+    /// Input tokens written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`).
+    pub cache_creation_input: u64,
     pub output: u64,
     pub total: u64,
     pub reasoning: u64,

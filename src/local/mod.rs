@@ -289,6 +289,7 @@ fn app_options(options: &LocalOptions) -> AppOptions {
         admin: options.processor_admin,
         envoy_admin: Some(options.envoy_options.admin),
         max_body_bytes: options.envoy_options.max_body_bytes,
+        output_estimate: crate::gateway::DEFAULT_OUTPUT_ESTIMATE,
         inject_keys: false,
         user_header: options.user_header.clone(),
         usage_log: options.usage_log.clone(),

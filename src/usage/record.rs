@@ -18,6 +18,7 @@ pub struct UsageRecord {
     pub user: String,
     pub input_tokens: u64,
     pub cached_input_tokens: u64,
+    pub cache_creation_input_tokens: u64,
     pub output_tokens: u64,
     pub total_tokens: u64,
     pub reasoning_tokens: u64,
@@ -35,6 +36,9 @@ pub struct UsageRecord {
     pub attempts: u32,
     /// The attempts before the serving one: backend, and why it failed.
     pub failed_attempts: Vec<FailedAttempt>,
+    /// `(budget, units)` charged to each budget the request counted against; a JSON object.
+    #[serde(serialize_with = "charges_as_object")]
+    pub budget_charges: Vec<(String, u64)>,
 }
 
 /// An attempt at a backend that failed before another one served.
@@ -58,6 +62,8 @@ impl UsageRecord {
             user: self.user.clone(),
             input_tokens: self.input_tokens,
             cached_input_tokens: self.cached_input_tokens,
+            cache_creation_input_tokens: self.cache_creation_input_tokens,
+            budget_charges: self.budget_charges.iter().cloned().collect(),
             output_tokens: self.output_tokens,
             total_tokens: self.total_tokens,
             reasoning_tokens: self.reasoning_tokens,
@@ -81,6 +87,18 @@ impl UsageRecord {
                 .collect(),
         }
     }
+}
+
+fn charges_as_object<S: serde::Serializer>(
+    charges: &[(String, u64)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(charges.len()))?;
+    for (k, v) in charges {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
 }
 
 fn costs_as_object<S: serde::Serializer>(costs: &[(String, f64)], s: S) -> Result<S::Ok, S::Error> {

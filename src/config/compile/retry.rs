@@ -1,6 +1,6 @@
 //! Envoy Gateway BackendTrafficPolicies: their `retry`, applied to the routes they target (an
 //! HTTPRoute named after an AIGatewayRoute, or the Gateway: every route). A route's own policy
-//! wins over the Gateway's. What ai-extproc cannot honour is an error naming the field; the
+//! wins over the Gateway's. Their `rateLimit` is compiled beside (ratelimit.rs). What ai-extproc cannot honour is an error naming the field; the
 //! policy's other settings are Envoy Gateway's, named in a warning.
 
 use std::time::Duration;
@@ -50,10 +50,15 @@ impl Compiler<'_> {
                 self.warn(
                     loc,
                     format!("spec.{field}"),
-                    "not applied by ai-extproc, which applies only spec.retry (Envoy Gateway applies the rest where it programs Envoy)",
+                    "not applied by ai-extproc, which applies only spec.retry and spec.rateLimit (Envoy Gateway applies the rest where it programs Envoy)",
                 );
             }
             let targets = self.targets(policy);
+            if let Some(spec) = &policy.spec.rate_limit {
+                let ns = policy.meta.namespace.as_deref().unwrap_or("default");
+                let name = format!("{ns}/{}", policy.meta.name);
+                self.rate_limit(loc, &name, spec, &targets);
+            }
             let Some(spec) = &policy.spec.retry else {
                 continue;
             };

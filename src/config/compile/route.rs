@@ -57,6 +57,7 @@ impl<'a> Compiler<'a> {
             let kind = match cost.kind.as_str() {
                 "InputToken" => CostKind::InputToken,
                 "CachedInputToken" => CostKind::CachedInputToken,
+                "CacheCreationInputToken" => CostKind::CacheCreationInputToken,
                 "OutputToken" => CostKind::OutputToken,
                 "TotalToken" => CostKind::TotalToken,
                 "ReasoningToken" => CostKind::ReasoningToken,
@@ -79,7 +80,7 @@ impl<'a> Compiler<'a> {
                     self.err(
                         &obj.location,
                         format!("{path}.type"),
-                        format!("unknown cost type {other:?} (expected InputToken, CachedInputToken, OutputToken, TotalToken, ReasoningToken or CEL)"),
+                        format!("unknown cost type {other:?} (expected InputToken, CachedInputToken, CacheCreationInputToken, OutputToken, TotalToken, ReasoningToken or CEL)"),
                     );
                     continue;
                 }

@@ -29,6 +29,9 @@ struct RawUsage {
     completion_tokens: Option<u64>,
     #[serde(default)]
     total_tokens: Option<u64>,
+    /// Anthropic-style, also sent by some OpenAI-compatible providers that cache prompts.
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
     #[serde(default)]
@@ -57,6 +60,7 @@ impl From<RawUsage> for Usage {
                 .prompt_tokens_details
                 .and_then(|d| d.cached_tokens)
                 .unwrap_or(0),
+            cache_creation_input: u.cache_creation_input_tokens.unwrap_or(0),
             output,
             total: u.total_tokens.unwrap_or(input + output),
             reasoning: u
@@ -200,13 +204,14 @@ mod tests {
 
     #[test]
     fn fireworks_chat_usage() {
-        let body = br#"{"id":"x","model":"accounts/fireworks/models/m","usage":{"prompt_tokens":47,"total_tokens":49,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":29},"completion_tokens_details":{"reasoning_tokens":1}}}"#;
+        let body = br#"{"id":"x","model":"accounts/fireworks/models/m","usage":{"prompt_tokens":47,"total_tokens":49,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":29},"completion_tokens_details":{"reasoning_tokens":1},"cache_creation_input_tokens":7}}"#;
         let info = response_info(body);
         assert_eq!(
             info.usage,
             Some(Usage {
                 input: 47,
                 cached_input: 29,
+                cache_creation_input: 7,
                 output: 2,
                 total: 49,
                 reasoning: 1

@@ -95,7 +95,7 @@ fn openai_include_usage_and_malformed_events() {
             cached_input: 1,
             output: 1,
             total: 3,
-            reasoning: 0
+            ..Usage::default()
         })
     );
     assert!(s.done, "an unterminated last event still counts at the end");

@@ -1,0 +1,148 @@
+//! Token and request budgets (BackendTrafficPolicy `rateLimit` rules), enforced in the phases
+//! the processor already has: no call per request beyond the counters themselves.
+//!
+//! Each admitted request **reserves** an estimate of its cost, capped at what is left, and what
+//! is reserved counts as spent for the requests that come after it; when the response's usage
+//! is known, the reservation is **settled** to the real cost. Sequential traffic behaves as in
+//! Envoy AI Gateway (admitted while anything is left, charged the real cost at the end), and
+//! concurrent requests cannot together spend more than the budget plus one request's estimation
+//! error. Counters are fixed windows aligned on the unit (a minute budget starts again at every
+//! minute), and disappear when their window ends.
+
+mod memory;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use memory::MemoryStore;
+
+/// What one request asks of one budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The budget's name (`namespace/policy#rule`).
+    pub budget: String,
+    /// The bucket: the budget's name and the values of its `Distinct` headers.
+    pub key: String,
+    pub limit: u64,
+    pub window: Duration,
+    /// Charged at admission, whatever the response.
+    pub request_cost: u64,
+    /// Reserved at admission (capped at what is left), settled to the real cost at the end.
+    pub estimate: u64,
+    /// Whether the budget is charged by tokens (a response cost) or by requests: the response
+    /// headers say which.
+    pub tokens: bool,
+}
+
+/// A claim admitted: what to settle at the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub claim: Claim,
+    /// The counter it was charged to (the bucket in its window).
+    pub counter: String,
+    /// What was reserved beyond the request cost.
+    pub reserved: u64,
+}
+
+/// What the client is told of its tightest budget (OpenAI's `x-ratelimit-*` headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Until the window starts again.
+    pub reset: Duration,
+    pub tokens: bool,
+}
+
+/// The answer to a request's claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Admitted {
+        reservations: Vec<Reservation>,
+        standing: Option<Standing>,
+    },
+    /// A budget has nothing left: nothing was charged.
+    Refused { budget: String, standing: Standing },
+}
+
+/// Where the counters live. (Redis, shared by replicas, is the next store.)
+#[derive(Debug)]
+pub enum Budgets {
+    /// In this process (one gateway).
+    Memory(MemoryStore),
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Self::Memory(MemoryStore::default())
+    }
+}
+
+impl Budgets {
+    /// Admits a request's claims at `now`, all or none.
+    pub async fn admit(&self, claims: &[Claim], now: SystemTime) -> Verdict {
+        let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        match self {
+            Self::Memory(m) => m.admit(claims, since.as_secs(), sub_second(since)),
+        }
+    }
+
+    /// Settles a request's reservations to its real costs (beyond the request costs), in
+    /// the order of the reservations.
+    pub fn settle(&self, reservations: &[Reservation], costs: &[u64]) {
+        match self {
+            Self::Memory(m) => {
+                for (r, cost) in reservations.iter().zip(costs) {
+                    m.settle(r, *cost);
+                }
+            }
+        }
+    }
+}
+
+fn sub_second(d: Duration) -> Duration {
+    Duration::from_nanos(u64::from(d.subsec_nanos()))
+}
+
+/// The start of the window containing `now` (seconds since the epoch), and its end.
+pub fn window_of(now_unix: u64, window: Duration) -> (u64, u64) {
+    let w = window.as_secs().max(1);
+    let start = now_unix - now_unix % w;
+    (start, start + w)
+}
+
+/// `counter` names the bucket in its window.
+pub fn counter_name(key: &str, window_start: u64) -> String {
+    format!("{key}@{window_start}")
+}
+
+/// A duration as OpenAI writes `x-ratelimit-reset-*`: `1h2m3s`, `6m0s`, `20s`.
+pub fn reset_header(d: Duration) -> String {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_align_on_their_unit() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(window_of(125, minute), (120, 180));
+        assert_eq!(window_of(120, minute), (120, 180));
+        assert_eq!(window_of(3_601, Duration::from_secs(3600)), (3600, 7200));
+    }
+
+    #[test]
+    fn reset_is_written_as_openai_does() {
+        assert_eq!(reset_header(Duration::from_secs(20)), "20s");
+        assert_eq!(reset_header(Duration::from_millis(19_001)), "20s");
+        assert_eq!(reset_header(Duration::from_secs(360)), "6m0s");
+        assert_eq!(reset_header(Duration::from_secs(3723)), "1h2m3s");
+    }
+}
