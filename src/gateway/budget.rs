@@ -2,7 +2,7 @@
 //! is estimated to cost when admitted, and what it cost in the end. The counting itself is
 //! src/budget's.
 
-use crate::budget::Claim;
+use crate::budget::{reset_header, Claim, Standing};
 use crate::config::{Config, SelectorMatch};
 use crate::llm::Usage;
 
@@ -95,6 +95,24 @@ pub(super) fn charges(config: &Config, routed: &Routed, usage: Option<&Usage>) -
             }
         })
         .collect()
+}
+
+/// OpenAI's rate limit headers for a request's tightest budget (`retry-after` on a refusal).
+pub(super) fn headers(s: &Standing, refused: bool) -> Vec<(String, String)> {
+    let unit = if s.tokens { "tokens" } else { "requests" };
+    let mut headers = vec![
+        (format!("x-ratelimit-limit-{unit}"), s.limit.to_string()),
+        (
+            format!("x-ratelimit-remaining-{unit}"),
+            s.remaining.to_string(),
+        ),
+        (format!("x-ratelimit-reset-{unit}"), reset_header(s.reset)),
+    ];
+    if refused {
+        let secs = s.reset.as_secs() + u64::from(s.reset.subsec_nanos() > 0);
+        headers.push(("retry-after".into(), secs.max(1).to_string()));
+    }
+    headers
 }
 
 #[cfg(test)]

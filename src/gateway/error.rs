@@ -112,7 +112,7 @@ impl ClientError {
         if let ClientError::RateLimited { standing, .. } = self {
             response
                 .headers
-                .extend(super::stream::budget_headers(standing, true));
+                .extend(super::budget::headers(standing, true));
         }
         response
     }

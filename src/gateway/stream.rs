@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::budget::{reset_header, Claim, Standing, Verdict};
+use crate::budget::{Claim, Verdict};
 use crate::config::Config;
 use crate::contract::{ATTEMPTS_HEADER, ATTEMPTS_KEY, FAILED_ATTEMPTS_KEY};
 use crate::llm::{models_body, Endpoint, Family, Usage};
@@ -288,7 +288,7 @@ impl Stream {
         };
         let set_headers = routed
             .standing
-            .map(|s| budget_headers(&s, false))
+            .map(|s| budget::headers(&s, false))
             .unwrap_or_default();
         let body = if end_of_stream {
             None
@@ -471,24 +471,6 @@ fn used(routed: &Routed, outcome: &ResponseOutcome) -> Option<Usage> {
         total: routed.estimate.input + outcome.token_events,
         ..Usage::default()
     })
-}
-
-/// OpenAI's rate limit headers for a request's tightest budget (`retry-after` on a refusal).
-pub(super) fn budget_headers(s: &Standing, refused: bool) -> Vec<(String, String)> {
-    let unit = if s.tokens { "tokens" } else { "requests" };
-    let mut headers = vec![
-        (format!("x-ratelimit-limit-{unit}"), s.limit.to_string()),
-        (
-            format!("x-ratelimit-remaining-{unit}"),
-            s.remaining.to_string(),
-        ),
-        (format!("x-ratelimit-reset-{unit}"), reset_header(s.reset)),
-    ];
-    if refused {
-        let secs = s.reset.as_secs() + u64::from(s.reset.subsec_nanos() > 0);
-        headers.push(("retry-after".into(), secs.max(1).to_string()));
-    }
-    headers
 }
 
 /// A refusal in `family`'s error shape (OpenAI's while the endpoint is unknown).
