@@ -29,12 +29,23 @@ pub struct AppOptions {
     pub max_body_bytes: u32,
     /// Output tokens reserved on token budgets for a request without an output bound.
     pub output_estimate: u64,
+    /// Where budget counters live.
+    pub budget_store: BudgetStore,
     /// The processor puts backend keys on requests (else Envoy does).
     pub inject_keys: bool,
     pub user_header: Option<String>,
     pub usage_log: Option<PathBuf>,
     /// How often the config files are checked for changes; none to not reload.
     pub reload_interval: Option<Duration>,
+}
+
+/// Where budget counters live.
+#[derive(Debug, Clone)]
+pub enum BudgetStore {
+    /// In this process.
+    Memory,
+    /// In Redis, shared by replicas.
+    Redis(crate::budget::RedisOptions),
 }
 
 /// Why the processor did not start.
@@ -48,6 +59,8 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Budgets(#[from] crate::budget::RedisSetupError),
 }
 
 /// A running processor.
@@ -163,6 +176,12 @@ impl App {
                 },
             )));
         }
+        let budgets = match &options.budget_store {
+            BudgetStore::Memory => crate::budget::Budgets::memory(metrics.budget.clone()),
+            BudgetStore::Redis(redis) => {
+                crate::budget::Budgets::redis(redis.clone(), metrics.budget.clone())?
+            }
+        };
         let processor = Processor::with_options(
             handle.clone(),
             Options {
@@ -171,7 +190,7 @@ impl App {
                 max_body_bytes: options.max_body_bytes,
                 inject_keys: options.inject_keys,
                 clock: crate::gateway::Clock::default(),
-                budgets: Some(Arc::new(crate::budget::Budgets::default())),
+                budgets: Some(Arc::new(budgets)),
                 default_output_estimate: options.output_estimate,
             },
             metrics.clone(),

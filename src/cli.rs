@@ -134,11 +134,8 @@ pub struct ServeArgs {
     /// buffer limit (`envoy-config --max-body-bytes`).
     #[arg(long, env = "AI_EXTPROC_MAX_BODY_BYTES", default_value_t = crate::contract::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: u32,
-    /// Output tokens a request without `max_tokens` (or `max_completion_tokens`,
-    /// `max_output_tokens`) is estimated to use: what it reserves on token budgets until its
-    /// usage is known.
-    #[arg(long, env = "AI_EXTPROC_BUDGET_OUTPUT_ESTIMATE", default_value_t = crate::gateway::DEFAULT_OUTPUT_ESTIMATE)]
-    pub budget_output_estimate: u64,
+    #[command(flatten)]
+    pub budgets: BudgetArgs,
     /// Who puts backend keys on requests: `processor` (a header mutation; beside Envoy Gateway),
     /// or `envoy` (its credential injector, with a bootstrap from `envoy-config`: keys then never
     /// show in Envoy's logs).
@@ -154,6 +151,50 @@ pub enum CredentialsArg {
     /// Envoy, with its credential injector (from the environment variable that overrides each
     /// key's Secret, for `envoy-config`).
     Envoy,
+}
+
+/// Where budgets are counted and how requests are estimated (`serve` and `run`).
+#[derive(Debug, Args)]
+pub struct BudgetArgs {
+    /// Output tokens a request without `max_tokens` (or `max_completion_tokens`,
+    /// `max_output_tokens`) is estimated to use: what it reserves on token budgets until its
+    /// usage is known.
+    #[arg(long, env = "AI_EXTPROC_BUDGET_OUTPUT_ESTIMATE", default_value_t = crate::gateway::DEFAULT_OUTPUT_ESTIMATE)]
+    pub budget_output_estimate: u64,
+    /// Keep budget counters in Redis (`redis://[user:password@]host:port[/db]`), so that every
+    /// replica enforces one budget; without it they live in this process.
+    #[arg(long, env = "AI_EXTPROC_RATE_LIMIT_REDIS", value_name = "URL")]
+    pub rate_limit_redis: Option<String>,
+    /// The longest a request waits for Redis before `--rate-limit-failure` decides.
+    #[arg(long, env = "AI_EXTPROC_RATE_LIMIT_REDIS_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    pub rate_limit_redis_timeout: Duration,
+    /// When Redis cannot answer: `open` admits the request unchecked (a warning and
+    /// `ai_extproc_budget_store_errors_total`), `closed` refuses it with 503.
+    #[arg(long, env = "AI_EXTPROC_RATE_LIMIT_FAILURE", value_enum, default_value_t = FailureArg::Open)]
+    pub rate_limit_failure: FailureArg,
+}
+
+/// What budgets do when their store (Redis) cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailureArg {
+    Open,
+    Closed,
+}
+
+impl BudgetArgs {
+    fn store(&self) -> crate::app::BudgetStore {
+        match &self.rate_limit_redis {
+            None => crate::app::BudgetStore::Memory,
+            Some(url) => crate::app::BudgetStore::Redis(crate::budget::RedisOptions {
+                url: url.clone(),
+                timeout: self.rate_limit_redis_timeout,
+                on_failure: match self.rate_limit_failure {
+                    FailureArg::Open => crate::budget::OnFailure::Open,
+                    FailureArg::Closed => crate::budget::OnFailure::Closed,
+                },
+            }),
+        }
+    }
 }
 
 /// Envoy rendering flags shared by `envoy-config` and `run`.
@@ -228,6 +269,8 @@ pub struct RunArgs {
     pub ops: OpsArgs,
     #[command(flatten)]
     pub envoy: EnvoyArgs,
+    #[command(flatten)]
+    pub budgets: BudgetArgs,
     /// Envoy binary.
     #[arg(long, env = "ENVOY_BIN", default_value = "envoy")]
     pub envoy_bin: PathBuf,
@@ -409,7 +452,8 @@ pub async fn run(command: Command, global_args: Vec<String>) -> Result<(), Failu
                     admin: Some(args.ops.admin),
                     envoy_admin: args.envoy_admin,
                     max_body_bytes: args.max_body_bytes,
-                    output_estimate: args.budget_output_estimate,
+                    output_estimate: args.budgets.budget_output_estimate,
+                    budget_store: args.budgets.store(),
                     inject_keys: args.credentials == CredentialsArg::Processor,
                     user_header: Some(args.usage.user_header.to_ascii_lowercase()),
                     usage_log: args.usage.usage_log.clone(),
@@ -536,6 +580,8 @@ async fn run_local(args: RunArgs, global_args: Vec<String>) -> Result<(), Failur
         processor_global_args: global_args,
         user_header: Some(args.usage.user_header.to_ascii_lowercase()),
         usage_log: args.usage.usage_log.clone(),
+        output_estimate: args.budgets.budget_output_estimate,
+        budget_store: args.budgets.store(),
     };
     let gateway = LocalGateway::start(options).await?;
     if args.fake_fireworks.is_some() {

@@ -88,6 +88,8 @@ pub struct Metrics {
     failed_attempts: Family<AttemptLabels, Counter>,
     budget_refused: Family<BudgetLabel, Counter>,
     budget_charged: Family<BudgetLabel, Counter>,
+    /// Handed to the budgets' store, which counts reservation errors and its own failures.
+    pub budget: crate::budget::Telemetry,
     config_reloads: Family<ResultLabel, Counter>,
     pub config_generation: Gauge<u64, AtomicU64>,
     config_warnings: Gauge<u64, AtomicU64>,
@@ -123,6 +125,7 @@ impl Metrics {
             failed_attempts: Family::default(),
             budget_refused: Family::default(),
             budget_charged: Family::default(),
+            budget: crate::budget::Telemetry::default(),
             config_reloads: Family::default(),
             config_generation: Gauge::default(),
             config_warnings: Gauge::default(),
@@ -186,6 +189,7 @@ impl Metrics {
             "Units (tokens, or requests) charged to budgets once requests ended, by budget",
             m.budget_charged.clone(),
         );
+        m.budget.register(&mut registry);
         registry.register(
             "ai_extproc_config_reloads",
             "Config reloads, by result (applied, rejected)",

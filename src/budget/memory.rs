@@ -123,7 +123,7 @@ mod tests {
                 reservations,
                 standing,
             } => (reservations, standing.unwrap()),
-            Verdict::Refused { .. } => panic!("refused"),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -171,7 +171,7 @@ mod tests {
         admitted(store.admit(&[big.clone(), small.clone()], 5, Duration::ZERO));
         match store.admit(&[big.clone(), small.clone()], 5, Duration::ZERO) {
             Verdict::Refused { budget, .. } => assert_eq!(budget, "default/p#1"),
-            Verdict::Admitted { .. } => panic!("admitted"),
+            other => panic!("{other:?}"),
         }
         // The refused request reserved nothing on the budget that had room.
         assert_eq!(store.peek(&big.key, big.window, 5), (0, 10));

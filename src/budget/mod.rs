@@ -8,12 +8,19 @@
 //! concurrent requests cannot together spend more than the budget plus one request's estimation
 //! error. Counters are fixed windows aligned on the unit (a minute budget starts again at every
 //! minute), and disappear when their window ends.
+//!
+//! The counters live in this process ([`MemoryStore`], one gateway) or in Redis
+//! ([`RedisStore`], shared by replicas); both apply the same rules.
 
 mod memory;
+mod redis;
+mod telemetry;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use memory::MemoryStore;
+pub use redis::{OnFailure, RedisOptions, RedisSetupError, RedisStore};
+pub use telemetry::Telemetry;
 
 /// What one request asks of one budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,39 +69,73 @@ pub enum Verdict {
     },
     /// A budget has nothing left: nothing was charged.
     Refused { budget: String, standing: Standing },
+    /// The store could not answer and the gateway fails closed.
+    Unavailable,
 }
 
-/// Where the counters live. (Redis, shared by replicas, is the next store.)
+/// Where the counters live.
 #[derive(Debug)]
-pub enum Budgets {
+enum Store {
     /// In this process (one gateway).
     Memory(MemoryStore),
+    /// In Redis (replicas share them).
+    Redis(RedisStore),
+}
+
+/// The budgets' counters and metrics.
+#[derive(Debug)]
+pub struct Budgets {
+    store: Store,
+    telemetry: Telemetry,
 }
 
 impl Default for Budgets {
     fn default() -> Self {
-        Self::Memory(MemoryStore::default())
+        Self::memory(Telemetry::default())
     }
 }
 
 impl Budgets {
+    pub fn memory(telemetry: Telemetry) -> Self {
+        Self {
+            store: Store::Memory(MemoryStore::default()),
+            telemetry,
+        }
+    }
+
+    /// Counters in Redis; connects lazily (see [`RedisStore::new`]).
+    pub fn redis(options: RedisOptions, telemetry: Telemetry) -> Result<Self, RedisSetupError> {
+        Ok(Self {
+            store: Store::Redis(RedisStore::new(options)?),
+            telemetry,
+        })
+    }
+
     /// Admits a request's claims at `now`, all or none.
     pub async fn admit(&self, claims: &[Claim], now: SystemTime) -> Verdict {
         let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-        match self {
-            Self::Memory(m) => m.admit(claims, since.as_secs(), sub_second(since)),
+        match &self.store {
+            Store::Memory(m) => m.admit(claims, since.as_secs(), sub_second(since)),
+            Store::Redis(r) => {
+                r.admit(claims, since.as_secs(), sub_second(since), &self.telemetry)
+                    .await
+            }
         }
     }
 
     /// Settles a request's reservations to its real costs (beyond the request costs), in
-    /// the order of the reservations.
+    /// the order of the reservations. Never waits on the store.
     pub fn settle(&self, reservations: &[Reservation], costs: &[u64]) {
-        match self {
-            Self::Memory(m) => {
+        for (r, cost) in reservations.iter().zip(costs) {
+            self.telemetry.settled(r, *cost);
+        }
+        match &self.store {
+            Store::Memory(m) => {
                 for (r, cost) in reservations.iter().zip(costs) {
                     m.settle(r, *cost);
                 }
             }
+            Store::Redis(s) => s.settle(reservations, costs, &self.telemetry),
         }
     }
 }

@@ -38,6 +38,8 @@ pub enum ClientError {
         budget: String,
         standing: crate::budget::Standing,
     },
+    #[error("The gateway could not check this request's rate limits; try again later.")]
+    BudgetsUnavailable,
 }
 
 /// A processor failure: the protocol with Envoy went wrong.
@@ -99,6 +101,12 @@ impl ClientError {
                 "rate_limit_exceeded",
                 None,
                 Some("rate_limit_exceeded"),
+            ),
+            ClientError::BudgetsUnavailable => (
+                503,
+                "service_unavailable",
+                None,
+                Some("rate_limit_unavailable"),
             ),
         };
         let body = match family {

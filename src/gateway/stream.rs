@@ -250,6 +250,11 @@ impl Stream {
                 };
                 Ok((client_error(e, Some(routed.family)), Some(budget)))
             }
+            // Redis down and the gateway fails closed (fail-open admits, unchecked, above).
+            Verdict::Unavailable => Ok((
+                client_error(ClientError::BudgetsUnavailable, Some(routed.family)),
+                None,
+            )),
         }
     }
 

@@ -73,6 +73,10 @@ pub struct LocalOptions {
     /// Global flags the processor child gets before `serve` (`--log`, `--log-format`,
     /// `--otlp-endpoint`: what `run` itself was given).
     pub processor_global_args: Vec<String>,
+    /// Output tokens reserved on token budgets for a request without an output bound.
+    pub output_estimate: u64,
+    /// Where budget counters live.
+    pub budget_store: crate::app::BudgetStore,
 }
 
 /// Why the local gateway did not start.
@@ -289,7 +293,8 @@ fn app_options(options: &LocalOptions) -> AppOptions {
         admin: options.processor_admin,
         envoy_admin: Some(options.envoy_options.admin),
         max_body_bytes: options.envoy_options.max_body_bytes,
-        output_estimate: crate::gateway::DEFAULT_OUTPUT_ESTIMATE,
+        output_estimate: options.output_estimate,
+        budget_store: options.budget_store.clone(),
         inject_keys: false,
         user_header: options.user_header.clone(),
         usage_log: options.usage_log.clone(),

@@ -41,6 +41,24 @@ pub(super) fn serve_args(options: &LocalOptions, listen: &Listen) -> Vec<String>
         "--credentials".into(),
         "envoy".into(),
     ]);
+    args.extend([
+        "--budget-output-estimate".into(),
+        options.output_estimate.to_string(),
+    ]);
+    if let crate::app::BudgetStore::Redis(redis) = &options.budget_store {
+        args.extend([
+            "--rate-limit-redis".into(),
+            redis.url.clone(),
+            "--rate-limit-redis-timeout".into(),
+            format!("{}ms", redis.timeout.as_millis()),
+            "--rate-limit-failure".into(),
+            match redis.on_failure {
+                crate::budget::OnFailure::Open => "open",
+                crate::budget::OnFailure::Closed => "closed",
+            }
+            .into(),
+        ]);
+    }
     if let Some(h) = &options.user_header {
         args.extend(["--user-header".into(), h.clone()]);
     }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use ai_extproc::app::BudgetStore;
 use ai_extproc::envoy::BackendOverride;
 use ai_extproc::upstreams::{self, TestOptions, UpstreamKind};
 use serde_json::Value;
@@ -32,6 +33,11 @@ spec:
 "#;
 
 async fn start(limit: u64) -> (Gateway, tempfile::TempDir) {
+    start_with(limit, BudgetStore::Memory).await
+}
+
+/// A gateway with the budgets above, counted in `store`.
+pub async fn start_with(limit: u64, store: BudgetStore) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("budgets.yaml");
     std::fs::write(&policy, POLICY.replace("LIMIT", &limit.to_string())).unwrap();
@@ -40,13 +46,14 @@ async fn start(limit: u64) -> (Gateway, tempfile::TempDir) {
     let gw = Gateway::start_with(Setup {
         config,
         stream_interval: Duration::from_millis(20),
+        budget_store: store,
         ..Setup::default()
     })
     .await;
     (gw, dir)
 }
 
-fn chat(max_tokens: u64, stream: bool) -> String {
+pub fn chat(max_tokens: u64, stream: bool) -> String {
     serde_json::json!({
         "model": "qwen-instruct",
         "max_tokens": max_tokens,
@@ -63,7 +70,7 @@ fn usage_records(gw: &Gateway) -> Vec<Value> {
         .collect()
 }
 
-async fn records(gw: &Gateway, count: usize) -> Vec<Value> {
+pub async fn records(gw: &Gateway, count: usize) -> Vec<Value> {
     for _ in 0..200 {
         let r = usage_records(gw);
         if r.len() >= count {

@@ -84,6 +84,8 @@ pub fn local_options(
             .processor_process
             .then(|| std::num::NonZeroUsize::new(1).expect("1")),
         processor_global_args: Vec::new(),
+        output_estimate: ai_extproc::gateway::DEFAULT_OUTPUT_ESTIMATE,
+        budget_store: setup.budget_store.clone(),
         reload_interval: setup.reload_interval,
         usage_log: Some(dir.join("usage.jsonl")),
     }
@@ -115,6 +117,8 @@ pub struct Setup {
     pub test_upstream: bool,
     /// Backends pointed at upstreams the test runs itself.
     pub overrides: Vec<BackendOverride>,
+    /// Where budgets are counted.
+    pub budget_store: ai_extproc::app::BudgetStore,
 }
 
 impl Default for Setup {
@@ -130,6 +134,7 @@ impl Default for Setup {
             processor_process: false,
             test_upstream: true,
             overrides: Vec::new(),
+            budget_store: ai_extproc::app::BudgetStore::Memory,
         }
     }
 }
@@ -172,6 +177,13 @@ impl Gateway {
     /// The processor's admin endpoint, `http://127.0.0.1:port`.
     pub fn admin_base(&self) -> String {
         format!("http://{}", self.inner.admin_addr.expect("admin endpoint"))
+    }
+
+    /// The processor's Prometheus metrics, as text.
+    pub async fn metrics(&self) -> String {
+        let url = format!("{}/metrics", self.admin_base());
+        let r = self.http.get(url).send().await.expect("metrics");
+        r.text().await.expect("metrics body")
     }
 
     /// The state directory of this gateway (`run`'s `.run/`).

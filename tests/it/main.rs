@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod budgets;
+mod budgets_redis;
 mod cli;
 mod deploy;
 mod edge;
