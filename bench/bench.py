@@ -23,6 +23,7 @@ ENVOY = os.environ.get("ENVOY_BIN") or shutil.which("envoy") or os.path.join(ROO
 LITELLM = os.path.join(ROOT, ".venv-bench/bin/litellm")
 DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
 UPSTREAM = 18000
+REDIS = 18093
 STREAM_EVENTS, STREAM_INTERVAL_MS = 32, 10
 STREAM_SAMPLES = 7
 BODY = json.dumps({"model": "bench-model", "messages": [
@@ -63,6 +64,26 @@ def wait_http(url, headers=None, body=None, timeout=60):
             pass
         time.sleep(0.2)
     raise SystemExit(f"not ready: {url}")
+
+
+def wait_tcp(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def metric(admin_port, line_prefix):
+    """The value of the processor's metric line starting `line_prefix` (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(line_prefix + " "):
+                return float(line.split()[-1])
+    return 0
 
 
 def cpu_seconds(pid):
@@ -200,7 +221,7 @@ def main():
         if not shutil.which(tool) and not os.path.exists(tool):
             raise SystemExit(f"missing {tool}: {hint}")
     tmp = tempfile.mkdtemp(prefix="ai-extproc-bench-")
-    results, floors, profile, paired, paired_budget = [], [], "", None, None
+    results, floors, profile, paired, paired_budget, paired_redis = [], [], "", None, None, None
     try:
         up = start([BIN, "upstream", "test", "--listen", f"127.0.0.1:{UPSTREAM}",
                     "--stream-events", str(STREAM_EVENTS), "--stream-interval-ms", str(STREAM_INTERVAL_MS)])
@@ -247,6 +268,24 @@ def main():
         paired_budget = paired_rps(18091, "/v1/chat/completions", ["bench-single", "bench-model"], headers=user)
         stop(envoy, proc)
 
+        # The same, the counters in Redis on the loopback (one script call to admit, one in the
+        # background to settle), as replicas sharing a budget run it.
+        if shutil.which("redis-server"):
+            redis = start(["redis-server", "--bind", "127.0.0.1", "--port", str(REDIS), "--save", "", "--appendonly", "no"])
+            wait_tcp(REDIS)
+            envoy, proc = start_product(tmp, "budget-redis", {}, config="bench/gateway-budget.yaml",
+                                        serve_args=("--rate-limit-redis", f"redis://127.0.0.1:{REDIS}"))
+            results.append(measure("Envoy + ai-extproc, a per-user token budget (Redis on loopback)", 18091,
+                                   "/v1/chat/completions", user,
+                                   {"envoy": envoy.pid, "ai-extproc": proc.pid, "redis": redis.pid}))
+            paired_redis = paired_rps(18091, "/v1/chat/completions", ["bench-single", "bench-model"], headers=user)
+            errors = metric(19092, 'ai_extproc_budget_store_errors_total{op="admit"}')
+            if errors:
+                raise SystemExit(f"Redis budget row: {errors} store errors (the row would measure fail-open)")
+            stop(envoy, proc, redis)
+        else:
+            print("redis-server not installed (apt-get install redis-server); Redis budget row skipped", file=sys.stderr)
+
         # What limits it: the same Envoy and processor with the ext_proc filter sending nothing,
         # then one message per request that the processor answers without a change (the client
         # names the route itself). No ext_proc design sends fewer than one message.
@@ -272,7 +311,7 @@ def main():
         streams = concurrent_streams(tmp) if not os.environ.get("BENCH_SKIP_STREAMS") else {"completed": 0, "rss_idle": 0.0, "rss_peak": 0.0}
     finally:
         stop_all()
-    report(results, floors, direct_ttfb, direct_gap, streams, profile, paired, paired_budget)
+    report(results, floors, direct_ttfb, direct_gap, streams, profile, paired, paired_budget, paired_redis)
 
 
 def model_body(model, body=None):
@@ -308,14 +347,14 @@ FLOOR_ONE = dict(zip(RENDERED_MODES, ("request_header_mode: SEND", "request_body
                                       "response_header_mode: SKIP", "response_body_mode: NONE")))
 
 
-def start_product(tmp, name, modes, ready_headers=None, config="bench/gateway.yaml", port=18091):
+def start_product(tmp, name, modes, ready_headers=None, config="bench/gateway.yaml", port=18091, serve_args=()):
     """ai-extproc serve (one worker, as `make run` starts it) and Envoy from `envoy-config`
     listening on `port`, with the processing modes replaced as `modes` says. As in `make run`,
     Envoy puts the backend key on requests (its credential injector), not the processor."""
     sock = os.path.join(tmp, f"{len(procs)}.sock")
     workers = os.environ.get("BENCH_WORKERS", "1")
     proc = start([BIN, "--log", "warn", "--workers", workers, "serve", config, "--listen", f"unix:{sock}",
-                  "--admin", "127.0.0.1:19092", "--reload-interval", "0s", "--credentials", "envoy"])
+                  "--admin", "127.0.0.1:19092", "--reload-interval", "0s", "--credentials", "envoy", *serve_args])
     cfg = os.path.join(tmp, f"envoy-{len(procs)}.yaml")
     subprocess.run([BIN, "envoy-config", config, "--processor-address", f"unix:{sock}",
                     "--listen-address", f"127.0.0.1:{port}", "--admin-address", "127.0.0.1:19902",
@@ -388,7 +427,8 @@ def concurrent_streams(tmp):
     return {"completed": done, "rss_idle": base, "rss_peak": peak}
 
 
-def report(results, floors, direct_ttfb, direct_gap, streams, profile, paired=None, paired_budget=None):
+def report(results, floors, direct_ttfb, direct_gap, streams, profile, paired=None, paired_budget=None,
+           paired_redis=None):
     base = results[0]
     lines = [
         f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
@@ -431,6 +471,10 @@ def report(results, floors, direct_ttfb, direct_gap, streams, profile, paired=No
             checks.append(("a per-user token budget (in memory): ≥ 0.90× the same rule without "
                            f"(same Envoy, alternating slices: {paired_budget['bench-model']:.0f} vs {paired_budget['bench-single']:.0f} req/s)",
                            paired_budget["bench-model"] / paired_budget["bench-single"], 0.90, ">="))
+        if paired_redis:
+            checks.append(("a per-user token budget (Redis on loopback): ≥ 0.90× the same rule without "
+                           f"(same Envoy, alternating slices: {paired_redis['bench-model']:.0f} vs {paired_redis['bench-single']:.0f} req/s)",
+                           paired_redis["bench-model"] / paired_redis["bench-single"], 0.90, ">="))
         if lite:
             checks.append(("≥ 30× LiteLLM req/s", ext["r16"]["rps"] / lite["r16"]["rps"], 30, ">="))
             checks.append(("p99 @16 conn ≤ 1/30 of LiteLLM's", lite["r16"]["p99"] / ext["r16"]["p99"], 30, ">="))

@@ -15,6 +15,7 @@ use super::raw::{
 use super::runtime::{BackendId, ClusterId, Config};
 use super::{checks, cors};
 
+mod auth;
 mod backend;
 mod cluster;
 mod ratelimit;
@@ -96,6 +97,7 @@ pub fn compile(objects: &[Object], options: &CompileOptions) -> Result<Config, V
         c.route(route);
     }
     c.config.cors = cors::compile(&c.index.security_policies, &c.index.routes, &mut c.errors);
+    c.auth();
     c.unused_objects();
     c.retries();
     c.warnings.extend(checks::shadowed_matches(&c.config));

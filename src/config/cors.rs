@@ -3,8 +3,9 @@
 //! ai-extproc serves every route on one virtual host, and a browser's preflight carries no body
 //! (so no model, so no route): a CORS policy necessarily applies to every route. It may target
 //! the Gateway or any AIGatewayRoute (as Envoy AI Gateway's HTTPRoute of the same name); two
-//! policies with CORS are an error. Every other SecurityPolicy feature is an error naming its
-//! field: ai-extproc does not apply it, and must not look as if it did.
+//! policies with CORS are an error. `apiKeyAuth` and `jwt` are compiled by `compile/auth.rs`;
+//! every other SecurityPolicy feature is an error naming its field: ai-extproc does not apply
+//! it, and must not look as if it did.
 
 use super::error::{ConfigError, Location};
 use super::load::Obj;
@@ -24,9 +25,7 @@ pub fn compile(
         let spec = &policy.spec;
         for (field, set) in [
             ("targetSelectors", spec.target_selectors.is_some()),
-            ("jwt", spec.jwt.is_some()),
             ("oidc", spec.oidc.is_some()),
-            ("apiKeyAuth", spec.api_key_auth.is_some()),
             ("basicAuth", spec.basic_auth.is_some()),
             ("extAuth", spec.ext_auth.is_some()),
             ("authorization", spec.authorization.is_some()),
@@ -35,7 +34,7 @@ pub fn compile(
                 errors.push(ConfigError::new(
                     loc,
                     format!("spec.{field}"),
-                    "not applied by ai-extproc (of a SecurityPolicy it applies cors only)",
+                    "not applied by ai-extproc (of a SecurityPolicy it applies cors, apiKeyAuth and jwt)",
                 ));
             }
         }

@@ -28,9 +28,10 @@ pub use load::{load_paths, parse_str, Object};
 pub use providers::{StreamUsage, STREAM_USAGE_ANNOTATION};
 pub use reload::{emptied_files, fingerprint, log_warnings, watch, ReloadOutcome};
 pub use runtime::{
-    BackendId, Budget, CaSource, Cluster, ClusterId, Config, Cors, Cost, CostKind, Endpoint,
-    HeaderMatch, HeaderSelector, KeySource, Match, ModelInfo, Retry, Route, RouteId, Rule, Schema,
-    SelectorMatch, ServiceBackend, Tls, WeightedBackend,
+    ApiKeyAuth, Auth, BackendId, Budget, CaSource, Cluster, ClusterId, Config, Cors, Cost,
+    CostKind, CredentialSource, Endpoint, HeaderMatch, HeaderSelector, Jwks, JwtAuth, JwtProvider,
+    KeySource, Match, ModelInfo, Retry, Route, RouteId, Rule, Schema, SelectorMatch,
+    ServiceBackend, Tls, WeightedBackend,
 };
 pub use secret::SecretString;
 
@@ -102,6 +103,8 @@ impl CompileOptions {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_auth;
 #[cfg(test)]
 mod tests_diagnostics;
 #[cfg(test)]

@@ -332,15 +332,15 @@ pub struct SecurityPolicySpec {
     /// Not applied by ai-extproc: an error when set.
     #[serde(default)]
     pub target_selectors: Option<Box<serde_yaml::Value>>,
-    /// Not applied by ai-extproc: an error when set.
+    /// JSON Web Tokens verified by Envoy's `jwt_authn` filter.
     #[serde(default)]
-    pub jwt: Option<Box<serde_yaml::Value>>,
+    pub jwt: Option<Box<JwtSpec>>,
     /// Not applied by ai-extproc: an error when set.
     #[serde(default)]
     pub oidc: Option<Box<serde_yaml::Value>>,
-    /// Not applied by ai-extproc: an error when set.
+    /// API keys checked by Envoy's `api_key_auth` filter.
     #[serde(default)]
-    pub api_key_auth: Option<Box<serde_yaml::Value>>,
+    pub api_key_auth: Option<Box<ApiKeyAuthSpec>>,
     /// Not applied by ai-extproc: an error when set.
     #[serde(default)]
     pub basic_auth: Option<Box<serde_yaml::Value>>,
@@ -350,6 +350,119 @@ pub struct SecurityPolicySpec {
     /// Not applied by ai-extproc: an error when set.
     #[serde(default)]
     pub authorization: Option<Box<serde_yaml::Value>>,
+}
+
+/// `apiKeyAuth` of a SecurityPolicy: Secrets map client ids to keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiKeyAuthSpec {
+    /// Secrets whose every entry is `client id: key`.
+    pub credential_refs: Vec<ObjectRefSpec>,
+    /// Where the key is read.
+    pub extract_from: Vec<ExtractFromSpec>,
+    /// Header that carries the verified client id to the processor (and budgets).
+    #[serde(default, rename = "forwardClientIDHeader")]
+    pub forward_client_id_header: Option<String>,
+    /// Remove the key before the request goes on (ai-extproc always does).
+    #[serde(default)]
+    pub sanitize: Option<bool>,
+}
+
+/// Where an API key is read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtractFromSpec {
+    #[serde(default)]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub params: Vec<String>,
+    #[serde(default)]
+    pub cookies: Vec<String>,
+}
+
+/// `jwt` of a SecurityPolicy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtSpec {
+    pub providers: Vec<JwtProviderSpec>,
+    /// A request without a token passes (one with a bad token does not).
+    #[serde(default)]
+    pub optional: Option<bool>,
+}
+
+/// One token issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtProviderSpec {
+    pub name: String,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default, rename = "remoteJWKS")]
+    pub remote_jwks: Option<RemoteJwksSpec>,
+    #[serde(default, rename = "localJWKS")]
+    pub local_jwks: Option<LocalJwksSpec>,
+    #[serde(default)]
+    pub claim_to_headers: Vec<ClaimToHeaderSpec>,
+    #[serde(default)]
+    pub extract_from: Option<JwtExtractFromSpec>,
+    /// Not applied (the route is chosen from the body, after authentication): an error when set.
+    #[serde(default)]
+    pub recompute_route: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RemoteJwksSpec {
+    pub uri: String,
+    /// How long a fetched key set is used (Envoy's default: 10 minutes).
+    #[serde(default)]
+    pub cache_duration: Option<String>,
+    /// Not applied: an error when set.
+    #[serde(default)]
+    pub backend_refs: Option<serde_yaml::Value>,
+    /// Not applied: an error when set.
+    #[serde(default)]
+    pub backend_settings: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalJwksSpec {
+    /// `Inline` or `ValueRef` (a ConfigMap whose `jwks` entry is the key set).
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub inline: Option<String>,
+    #[serde(default)]
+    pub value_ref: Option<ObjectRefSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimToHeaderSpec {
+    pub header: String,
+    pub claim: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtExtractFromSpec {
+    #[serde(default)]
+    pub headers: Vec<JwtHeaderSpec>,
+    #[serde(default)]
+    pub cookies: Vec<String>,
+    #[serde(default)]
+    pub params: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtHeaderSpec {
+    pub name: String,
+    #[serde(default)]
+    pub value_prefix: Option<String>,
 }
 
 /// `cors` of a SecurityPolicy (Envoy Gateway v1 shape).

@@ -34,9 +34,96 @@ pub struct Config {
     pub cors: Option<Cors>,
     /// Token and request budgets (BackendTrafficPolicy `rateLimit` rules), in load order.
     pub budgets: Vec<Budget>,
+    /// Client authentication, from a SecurityPolicy (`apiKeyAuth`, `jwt`): Envoy's filters
+    /// check it before the processor sees the request.
+    pub auth: Option<Auth>,
     /// What compiled but looks wrong (a shadowed rule, an unused Backend...): logged at load,
     /// printed by `check`.
     pub warnings: Vec<ConfigError>,
+}
+
+/// Client authentication: every request must pass it (it runs before the body picks a route).
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    /// The SecurityPolicy, `namespace/name`.
+    pub policy: String,
+    pub api_keys: Option<ApiKeyAuth>,
+    pub jwt: Option<JwtAuth>,
+}
+
+impl Auth {
+    /// The headers that carry a verified identity (the client id, claims): only the gateway
+    /// sets them; a client's own are removed before authentication.
+    pub fn identity_headers(&self) -> Vec<&str> {
+        let mut headers: Vec<&str> = Vec::new();
+        if let Some(h) = self
+            .api_keys
+            .as_ref()
+            .and_then(|a| a.client_id_header.as_deref())
+        {
+            headers.push(h);
+        }
+        for p in self.jwt.iter().flat_map(|j| &j.providers) {
+            headers.extend(p.claim_to_headers.iter().map(|(h, _)| h.as_str()));
+        }
+        headers.sort_unstable();
+        headers.dedup();
+        headers
+    }
+}
+
+/// `apiKeyAuth`: keys from Secrets, each naming its client.
+#[derive(Debug, Clone)]
+pub struct ApiKeyAuth {
+    /// `(client id, key)`.
+    pub credentials: Vec<(String, SecretString)>,
+    pub sources: Vec<CredentialSource>,
+    /// Lower-case; set to the verified client id.
+    pub client_id_header: Option<String>,
+}
+
+/// Where a credential is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    Header(String),
+    Query(String),
+    Cookie(String),
+}
+
+/// `jwt`: tokens verified against their issuers' key sets.
+#[derive(Debug, Clone)]
+pub struct JwtAuth {
+    pub providers: Vec<JwtProvider>,
+    /// A request without a token passes (one with a bad token never does).
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtProvider {
+    pub name: String,
+    pub issuer: Option<String>,
+    pub audiences: Vec<String>,
+    pub jwks: Jwks,
+    /// `(lower-case header, claim)`.
+    pub claim_to_headers: Vec<(String, String)>,
+    /// Where the token is read: `(header, value prefix)`; none: `Authorization: Bearer`.
+    pub from_headers: Vec<(String, Option<String>)>,
+    pub from_params: Vec<String>,
+    pub from_cookies: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Jwks {
+    /// The key set itself (JSON).
+    Local(String),
+    /// Fetched by Envoy from `uri` (`https` verified against the system's CAs).
+    Remote {
+        uri: String,
+        host: String,
+        port: u16,
+        tls: bool,
+        cache: Option<Duration>,
+    },
 }
 
 /// One budget: a BackendTrafficPolicy `rateLimit` rule. Requests of its routes whose headers

@@ -4,7 +4,7 @@
 use super::*;
 
 /// A route, its backend and Backend; `rules` replaces the route's rules.
-fn base(rules: &str) -> String {
+pub(super) fn base(rules: &str) -> String {
     format!(
         r#"apiVersion: aigateway.envoyproxy.io/v1alpha1
 kind: AIGatewayRoute
@@ -29,7 +29,7 @@ spec:
     )
 }
 
-const ONE_RULE: &str =
+pub(super) const ONE_RULE: &str =
     "    - matches: [{headers: [{name: x-ai-eg-model, value: m}]}]\n      backendRefs: [{name: b}]";
 
 pub(super) fn compile(text: &str) -> Result<Config, ConfigErrors> {
@@ -174,10 +174,10 @@ fn security_policies_apply_cors_and_refuse_the_rest() {
     assert_eq!(c.allow_origins, [r"https://.*\.app\.example"]);
     assert_eq!(c.max_age, Some(std::time::Duration::from_secs(600)));
 
-    let jwt = security_policy("  targetRefs: [{kind: Gateway, name: g}]\n  jwt: {providers: []}");
-    assert!(errors(&jwt)
+    let oidc = security_policy("  targetRefs: [{kind: Gateway, name: g}]\n  oidc: {provider: {}}");
+    assert!(errors(&oidc)
         .iter()
-        .any(|e| e.contains("spec.jwt") && e.contains("not applied")));
+        .any(|e| e.contains("spec.oidc") && e.contains("not applied")));
     let elsewhere = security_policy(
         "  targetRefs: [{kind: HTTPRoute, name: other}]\n  cors: {allowOrigins: [\"*\"]}",
     );

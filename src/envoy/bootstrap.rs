@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::credentials::{upstream_filters, Credentials, Plan, PlannedCluster};
-use super::{failover, local_reply};
+use super::{auth, failover, local_reply};
 use crate::config::{CaSource, Cluster, Config, Endpoint, HeaderMatch};
 use crate::contract::{
     ATTEMPT_LOG_KEY, ATTEMPT_LOG_NAMESPACE, BACKEND_HEADER, ENVOY_MAX_REQUEST_HEADERS,
@@ -155,6 +155,9 @@ pub fn render(config: &Config, options: &EnvoyOptions) -> Value {
             .filter(|r| r.fails_over())
             .map(|rule| failover::cluster(config, rule, options)),
     );
+    if let Some(a) = &config.auth {
+        clusters.extend(auth::clusters(a, options));
+    }
     json!({
         "admin": {"address": socket(&options.admin)},
         // A bound on downstream connections keeps a flood from exhausting file descriptors.
@@ -243,7 +246,8 @@ const EXT_PROC_FILTER: &str = "envoy.filters.http.ext_proc";
 const CORS_FILTER: &str = "envoy.filters.http.cors";
 
 /// CORS (when a SecurityPolicy sets it) first, so preflights are answered before the
-/// processor; then ext_proc; then the router, which sends no x-envoy-* headers to providers.
+/// processor; then client authentication (a SecurityPolicy's apiKeyAuth, jwt); then ext_proc;
+/// then the router, which sends no x-envoy-* headers to providers.
 fn http_filters(config: &Config, options: &EnvoyOptions) -> Vec<Value> {
     let mut filters = Vec::new();
     if config.cors.is_some() {
@@ -251,6 +255,9 @@ fn http_filters(config: &Config, options: &EnvoyOptions) -> Vec<Value> {
             "name": CORS_FILTER,
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}
         }));
+    }
+    if let Some(a) = &config.auth {
+        filters.extend(auth::filters(a));
     }
     filters.push(ext_proc_filter(options));
     filters.push(json!({

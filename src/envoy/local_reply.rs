@@ -54,6 +54,23 @@ pub fn config(max_body_bytes: u32) -> Value {
                 status(431),
                 error(&headers, "invalid_request_error", "request_header_fields_too_large"),
             ),
+            // Client authentication (a SecurityPolicy's apiKeyAuth or jwt) refused the request.
+            mapper(
+                status(401),
+                error(
+                    "Invalid or missing credentials: %LOCAL_REPLY_BODY%",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                ),
+            ),
+            mapper(
+                status(403),
+                error(
+                    "The credentials do not allow this request: %LOCAL_REPLY_BODY%",
+                    "invalid_request_error",
+                    "permission_denied",
+                ),
+            ),
             mapper(
                 status(404),
                 error("No route for this request.", "invalid_request_error", "not_found"),

@@ -3,6 +3,7 @@
 //! client of Envoy's admin interface.
 
 pub mod admin;
+mod auth;
 mod bootstrap;
 mod credentials;
 mod failover;

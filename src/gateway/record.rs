@@ -107,6 +107,7 @@ pub fn usage_record(
             .unwrap_or_else(|| routed.provider_model.clone()),
         provider_request_model: routed.provider_model.clone(),
         user: routed.user.clone(),
+        identity: routed.identity.clone(),
         input_tokens: u.input,
         cached_input_tokens: u.cached_input,
         cache_creation_input_tokens: u.cache_creation_input,

@@ -34,6 +34,8 @@ pub(crate) struct Routed {
     pub stream: bool,
     pub request_id: String,
     pub user: String,
+    /// The verified identity: `(header, value)` of the auth's identity headers.
+    pub identity: Vec<(String, String)>,
     pub started: Instant,
     /// When the request went upstream (the reply to its body).
     pub sent: Instant,
@@ -218,6 +220,13 @@ impl Request<'_> {
                 .and_then(|name| headers.get(name))
                 .map(identity::capped)
                 .unwrap_or_default(),
+            // Set by Envoy's authentication filters, which removed any the client sent.
+            identity: config.auth.as_ref().map_or_else(Vec::new, |auth| {
+                auth.identity_headers()
+                    .into_iter()
+                    .filter_map(|h| Some((h.to_string(), identity::capped(headers.get(h)?))))
+                    .collect()
+            }),
             started,
             sent: options.clock.now(),
             status: 0,

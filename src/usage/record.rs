@@ -39,6 +39,10 @@ pub struct UsageRecord {
     /// `(budget, units)` charged to each budget the request counted against; a JSON object.
     #[serde(serialize_with = "charges_as_object")]
     pub budget_charges: Vec<(String, u64)>,
+    /// What client authentication verified: `(header, value)` (the client id, claims); a JSON
+    /// object, empty without a SecurityPolicy's apiKeyAuth or jwt.
+    #[serde(serialize_with = "identity_as_object")]
+    pub identity: Vec<(String, String)>,
 }
 
 /// An attempt at a backend that failed before another one served.
@@ -64,6 +68,7 @@ impl UsageRecord {
             cached_input_tokens: self.cached_input_tokens,
             cache_creation_input_tokens: self.cache_creation_input_tokens,
             budget_charges: self.budget_charges.iter().cloned().collect(),
+            identity: self.identity.iter().cloned().collect(),
             output_tokens: self.output_tokens,
             total_tokens: self.total_tokens,
             reasoning_tokens: self.reasoning_tokens,
@@ -87,6 +92,18 @@ impl UsageRecord {
                 .collect(),
         }
     }
+}
+
+fn identity_as_object<S: serde::Serializer>(
+    identity: &[(String, String)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(identity.len()))?;
+    for (k, v) in identity {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
 }
 
 fn charges_as_object<S: serde::Serializer>(
