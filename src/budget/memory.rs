@@ -74,6 +74,7 @@ impl MemoryStore {
             reservations.push(Reservation {
                 claim: claim.clone(),
                 counter: name,
+                charged,
                 reserved,
             });
         }
@@ -90,6 +91,16 @@ impl MemoryStore {
         if let Some(c) = counters.get_mut(&reservation.counter) {
             c.reserved = c.reserved.saturating_sub(reservation.reserved);
             c.used = c.used.saturating_add(cost);
+        }
+    }
+
+    /// Takes back what `reservation` charged and reserved: its request was admitted here and
+    /// then refused by another store.
+    pub fn release(&self, reservation: &Reservation) {
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = counters.get_mut(&reservation.counter) {
+            c.reserved = c.reserved.saturating_sub(reservation.reserved);
+            c.used = c.used.saturating_sub(reservation.charged);
         }
     }
 
@@ -114,6 +125,7 @@ mod tests {
             request_cost,
             estimate,
             tokens: true,
+            global: true,
         }
     }
 

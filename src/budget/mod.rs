@@ -12,6 +12,7 @@
 //! The counters live in this process ([`MemoryStore`], one gateway) or in Redis
 //! ([`RedisStore`], shared by replicas); both apply the same rules.
 
+mod lease;
 mod memory;
 mod redis;
 mod telemetry;
@@ -38,6 +39,8 @@ pub struct Claim {
     /// Whether the budget is charged by tokens (a response cost) or by requests: the response
     /// headers say which.
     pub tokens: bool,
+    /// `type: Global`: shared by replicas (in Redis when configured); `Local`: this gateway's.
+    pub global: bool,
 }
 
 /// A claim admitted: what to settle at the end.
@@ -46,6 +49,8 @@ pub struct Reservation {
     pub claim: Claim,
     /// The counter it was charged to (the bucket in its window).
     pub counter: String,
+    /// The request cost charged (capped at what was left).
+    pub charged: u64,
     /// What was reserved beyond the request cost.
     pub reserved: u64,
 }
@@ -73,19 +78,12 @@ pub enum Verdict {
     Unavailable,
 }
 
-/// Where the counters live.
-#[derive(Debug)]
-enum Store {
-    /// In this process (one gateway).
-    Memory(MemoryStore),
-    /// In Redis (replicas share them).
-    Redis(RedisStore),
-}
-
-/// The budgets' counters and metrics.
+/// The budgets' counters and metrics. `Local` budgets, and every budget without Redis, are
+/// counted in this process; `Global` ones in Redis when it is configured.
 #[derive(Debug)]
 pub struct Budgets {
-    store: Store,
+    memory: MemoryStore,
+    redis: Option<RedisStore>,
     telemetry: Telemetry,
 }
 
@@ -98,7 +96,8 @@ impl Default for Budgets {
 impl Budgets {
     pub fn memory(telemetry: Telemetry) -> Self {
         Self {
-            store: Store::Memory(MemoryStore::default()),
+            memory: MemoryStore::default(),
+            redis: None,
             telemetry,
         }
     }
@@ -106,7 +105,8 @@ impl Budgets {
     /// Counters in Redis; connects lazily (see [`RedisStore::new`]).
     pub fn redis(options: RedisOptions, telemetry: Telemetry) -> Result<Self, RedisSetupError> {
         Ok(Self {
-            store: Store::Redis(RedisStore::new(options)?),
+            memory: MemoryStore::default(),
+            redis: Some(RedisStore::new(options, telemetry.clone())?),
             telemetry,
         })
     }
@@ -114,11 +114,45 @@ impl Budgets {
     /// Admits a request's claims at `now`, all or none.
     pub async fn admit(&self, claims: &[Claim], now: SystemTime) -> Verdict {
         let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-        match &self.store {
-            Store::Memory(m) => m.admit(claims, since.as_secs(), sub_second(since)),
-            Store::Redis(r) => {
-                r.admit(claims, since.as_secs(), sub_second(since), &self.telemetry)
-                    .await
+        let (secs, sub) = (since.as_secs(), sub_second(since));
+        let Some(redis) = &self.redis else {
+            return self.memory.admit(claims, secs, sub);
+        };
+        let (global, local): (Vec<Claim>, Vec<Claim>) =
+            claims.iter().cloned().partition(|c| c.global);
+        if local.is_empty() {
+            return redis.admit(&global, secs, sub, &self.telemetry).await;
+        }
+        // Local first (no wait); taken back if Redis then refuses.
+        let (mut reservations, standing) = match self.memory.admit(&local, secs, sub) {
+            Verdict::Admitted {
+                reservations,
+                standing,
+            } => (reservations, standing),
+            refused => return refused,
+        };
+        if global.is_empty() {
+            return Verdict::Admitted {
+                reservations,
+                standing,
+            };
+        }
+        match redis.admit(&global, secs, sub, &self.telemetry).await {
+            Verdict::Admitted {
+                reservations: more,
+                standing: other,
+            } => {
+                reservations.extend(more);
+                Verdict::Admitted {
+                    reservations,
+                    standing: tightest(standing, other),
+                }
+            }
+            refused => {
+                for r in &reservations {
+                    self.memory.release(r);
+                }
+                refused
             }
         }
     }
@@ -129,14 +163,32 @@ impl Budgets {
         for (r, cost) in reservations.iter().zip(costs) {
             self.telemetry.settled(r, *cost);
         }
-        match &self.store {
-            Store::Memory(m) => {
-                for (r, cost) in reservations.iter().zip(costs) {
-                    m.settle(r, *cost);
-                }
+        let Some(redis) = &self.redis else {
+            for (r, cost) in reservations.iter().zip(costs) {
+                self.memory.settle(r, *cost);
             }
-            Store::Redis(s) => s.settle(reservations, costs, &self.telemetry),
+            return;
+        };
+        let mut global = (Vec::new(), Vec::new());
+        for (r, cost) in reservations.iter().zip(costs) {
+            if r.claim.global {
+                global.0.push(r.clone());
+                global.1.push(*cost);
+            } else {
+                self.memory.settle(r, *cost);
+            }
         }
+        if !global.0.is_empty() {
+            redis.settle(&global.0, &global.1, &self.telemetry);
+        }
+    }
+}
+
+/// The standing with less left.
+fn tightest(a: Option<Standing>, b: Option<Standing>) -> Option<Standing> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.remaining < a.remaining { b } else { a }),
+        (a, b) => a.or(b),
     }
 }
 

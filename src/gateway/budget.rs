@@ -64,6 +64,7 @@ pub(super) fn claims(config: &Config, routed: &Routed, headers: &Headers) -> Vec
             request_cost: budget.request_cost,
             estimate,
             tokens: budget.response_cost.is_some(),
+            global: budget.global,
         });
     }
     claims

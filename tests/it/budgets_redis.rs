@@ -103,7 +103,7 @@ async fn two_gateways_sharing_one_redis_enforce_one_budget() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.header("x-ratelimit-remaining-tokens"), Some("2"));
     records(&b, 1).await;
-    // Settling is in the background: wait until Redis has both charges.
+    // One counter (used + reserved) for Alice's hour, in Redis, with both charges.
     let mut conn = redis.connection().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("ai-extproc:budget:default/budgets#0\u{1f}alice@*")
@@ -111,24 +111,12 @@ async fn two_gateways_sharing_one_redis_enforce_one_budget() {
         .await
         .unwrap();
     assert_eq!(keys.len(), 1, "one counter for alice's hour: {keys:?}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (used, reserved): (u64, u64) = redis::cmd("HMGET")
-            .arg(&keys[0])
-            .arg("used")
-            .arg("reserved")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if (used, reserved) == (10, 0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "used {used}, reserved {reserved}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let value: u64 = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(value, 10);
     // The counter expires when its window (an hour, aligned on the hour) ends.
     let ttl: i64 = redis::cmd("TTL")
         .arg(&keys[0])
@@ -183,8 +171,9 @@ async fn two_gateways_sharing_one_redis_enforce_one_budget() {
 async fn a_redis_that_hangs_or_dies_fails_open_or_closed_and_no_request_hangs() {
     let port = free_port().port();
     let mut redis = RedisServer::start(port);
-    let (open, _do) = start_with(1_000, redis.store(OnFailure::Open)).await;
-    let (closed, _dc) = start_with(1_000, redis.store(OnFailure::Closed)).await;
+    // Under 64 units: no lease (see the next test), every request asks Redis.
+    let (open, _do) = start_with(63, redis.store(OnFailure::Open)).await;
+    let (closed, _dc) = start_with(63, redis.store(OnFailure::Closed)).await;
     let erin = [("x-user-id", "erin")];
     for gw in [&open, &closed] {
         let r = gw
@@ -192,6 +181,37 @@ async fn a_redis_that_hangs_or_dies_fails_open_or_closed_and_no_request_hangs() 
             .await;
         assert_eq!(r.status, 200, "{}", r.text);
         assert!(r.header("x-ratelimit-remaining-tokens").is_some());
+    }
+    // Gina reserves 40 and uses less: the settlement (in the background, batched) brings her
+    // counter down to what she used.
+    let gina = [("x-user-id", "gina")];
+    let r = open
+        .post("/v1/chat/completions", &chat(40, false), &gina)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("x-ratelimit-remaining-tokens"), Some("23"));
+    let used = records(&open, 2).await[1]["budget_charges"]["default/budgets#0"]
+        .as_u64()
+        .unwrap();
+    assert!((1..40).contains(&used), "{used}");
+    let mut conn = redis.connection().await;
+    let key: Vec<String> = redis::cmd("KEYS")
+        .arg("ai-extproc:budget:default/budgets#0\u{1f}gina@*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let value: u64 = redis::cmd("GET")
+            .arg(&key[0])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if value == used {
+            break;
+        }
+        assert!(Instant::now() < deadline, "counter {value}, used {used}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Redis hangs (SIGSTOP), then dies: each request waits at most the timeout (100 ms).
     for phase in ["hangs", "dies"] {
@@ -239,11 +259,130 @@ async fn a_redis_that_hangs_or_dies_fails_open_or_closed_and_no_request_hangs() 
             .post("/v1/chat/completions", &chat(5, false), &erin)
             .await;
         if r.status == 200 {
-            assert_eq!(r.header("x-ratelimit-remaining-tokens"), Some("995"));
+            assert_eq!(r.header("x-ratelimit-remaining-tokens"), Some("58"));
             break;
         }
         assert_eq!(r.status, 503, "{}", r.text);
         assert!(Instant::now() < deadline, "never reconnected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `Local` budgets stay in each gateway (as Envoy Gateway's local rate limits are per Envoy),
+/// `Global` ones are shared through Redis; a request admitted by a local budget and refused by
+/// a global one gives its local charge back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_budgets_stay_in_each_gateway_and_are_given_back_when_redis_refuses() {
+    use ai_extproc::budget::{Budgets, Claim, Telemetry, Verdict};
+    let redis = RedisServer::start(free_port().port());
+    let BudgetStore::Redis(options) = redis.store(OnFailure::Closed) else {
+        unreachable!()
+    };
+    let a = Budgets::redis(options.clone(), Telemetry::default()).unwrap();
+    let b = Budgets::redis(options, Telemetry::default()).unwrap();
+    let claim = |name: &str, limit: u64, global: bool| Claim {
+        budget: name.into(),
+        key: format!("{name}\u{1f}frank"),
+        limit,
+        window: Duration::from_secs(3600),
+        request_cost: 1,
+        estimate: 0,
+        tokens: false,
+        global,
+    };
+    let local = claim("default/local#0", 10, false);
+    let global = claim("default/global#0", 2, true);
+    let now = std::time::SystemTime::now();
+    let remaining = |v: Verdict| match v {
+        Verdict::Admitted { standing, .. } => standing.map(|s| s.remaining),
+        other => panic!("{other:?}"),
+    };
+    // Through A: both budgets charged; B shares the global one only.
+    assert_eq!(
+        remaining(a.admit(&[local.clone(), global.clone()], now).await),
+        Some(1)
+    );
+    assert_eq!(
+        remaining(b.admit(std::slice::from_ref(&local), now).await),
+        Some(9)
+    );
+    assert_eq!(
+        remaining(b.admit(std::slice::from_ref(&global), now).await),
+        Some(0)
+    );
+    // The global budget is spent: A refuses, and its local budget gets its request back.
+    match a.admit(&[local.clone(), global.clone()], now).await {
+        Verdict::Refused { budget, .. } => assert_eq!(budget, "default/global#0"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        remaining(a.admit(std::slice::from_ref(&local), now).await),
+        Some(8)
+    );
+}
+
+/// A large budget is leased: a gateway's request to Redis also reserves 1/64 of the budget for
+/// it, the next requests are admitted from that lease without a Redis call, what they do not
+/// use returns to the lease, and a lease idle for a second goes back to Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_budgets_are_leased_and_idle_leases_go_back() {
+    use ai_extproc::budget::{Budgets, Claim, Telemetry, Verdict};
+    let redis = RedisServer::start(free_port().port());
+    let BudgetStore::Redis(options) = redis.store(OnFailure::Closed) else {
+        unreachable!()
+    };
+    let a = Budgets::redis(options.clone(), Telemetry::default()).unwrap();
+    let b = Budgets::redis(options, Telemetry::default()).unwrap();
+    let claim = Claim {
+        budget: "default/big#0".into(),
+        key: "default/big#0\u{1f}hana".into(),
+        limit: 6400,
+        window: Duration::from_secs(3600),
+        request_cost: 0,
+        estimate: 10,
+        tokens: true,
+        global: true,
+    };
+    let now = std::time::SystemTime::now();
+    let admitted = |v: Verdict| match v {
+        Verdict::Admitted {
+            reservations,
+            standing,
+        } => (reservations, standing.unwrap().remaining),
+        other => panic!("{other:?}"),
+    };
+    let conn = redis.connection().await;
+    let counter = || {
+        let mut conn = conn.clone();
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("ai-extproc:budget:default/big#0*")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let value: u64 = redis::cmd("GET")
+                .arg(&keys[0])
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            value
+        }
+    };
+    // A: its 10 and a lease of 100 reserved in Redis. B sees them spent.
+    let (ra1, left) = admitted(a.admit(std::slice::from_ref(&claim), now).await);
+    assert_eq!((left, counter().await), (6400 - 10, 110));
+    let (rb, left) = admitted(b.admit(std::slice::from_ref(&claim), now).await);
+    assert_eq!((left, counter().await), (6400 - 220 + 100, 220));
+    // A's next request comes from its lease: Redis is not called.
+    let (ra2, _) = admitted(a.admit(std::slice::from_ref(&claim), now).await);
+    assert_eq!(counter().await, 220);
+    // Each used 4: what they did not use returns to the leases; idle, the leases go back.
+    a.settle(&ra1, &[4]);
+    a.settle(&ra2, &[4]);
+    b.settle(&rb, &[4]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counter().await != 12 {
+        assert!(Instant::now() < deadline, "counter {}", counter().await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
