@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use crate::budget::{Claim, Verdict};
 use crate::config::Config;
 use crate::contract::{ATTEMPTS_HEADER, ATTEMPTS_KEY, FAILED_ATTEMPTS_KEY};
-use crate::llm::{models_body, Endpoint, Family, Usage};
+use crate::llm::{model_body, models_body, Endpoint, Family, Usage};
 
 use super::attempts::Attempts;
 use super::budget;
@@ -134,7 +134,7 @@ impl Stream {
         };
         let family = match endpoint {
             Endpoint::Api(family) => Some(family),
-            Endpoint::Models => None,
+            Endpoint::Models | Endpoint::Model => None,
         };
         if !endpoint.allows(&method) {
             let allowed = endpoint.allow();
@@ -146,11 +146,15 @@ impl Stream {
             return Ok(client_error(e, family));
         }
         let Some(family) = family else {
-            // `/v1/models`; Envoy drops the body of a reply to HEAD.
-            return Ok(Reply::Immediate(Immediate::json(
-                200,
-                models_body(&self.config.models),
-            )));
+            // The models; Envoy drops the body of a reply to HEAD.
+            let body = match endpoint {
+                Endpoint::Model => match model_body(&self.config.models, &path) {
+                    Ok(body) => body,
+                    Err(id) => return Ok(client_error(ClientError::ModelNotFound(id), None)),
+                },
+                _ => models_body(&self.config.models),
+            };
+            return Ok(Reply::Immediate(Immediate::json(200, body)));
         };
         if end_of_stream {
             return Ok(client_error(ClientError::MissingBody, Some(family)));

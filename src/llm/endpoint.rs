@@ -1,5 +1,5 @@
-//! The client-facing endpoints ai-extproc serves: `/v1/models`, answered by the gateway itself,
-//! and one per API family (see [`super::family`]).
+//! The client-facing endpoints ai-extproc serves: `/v1/models` and `/v1/models/{id}`, answered
+//! by the gateway itself, and one per API family (see [`super::family`]).
 
 use super::family::{self, Family, FAMILIES};
 
@@ -8,6 +8,8 @@ use super::family::{self, Family, FAMILIES};
 pub enum Endpoint {
     /// `GET /v1/models`.
     Models,
+    /// `GET /v1/models/{id}` (the id may hold `/`, raw or percent-encoded).
+    Model,
     /// `POST /v1/<family>`.
     Api(&'static dyn Family),
 }
@@ -19,13 +21,19 @@ impl Endpoint {
         if bare == "/v1/models" {
             return Some(Self::Models);
         }
+        if bare
+            .strip_prefix("/v1/models/")
+            .is_some_and(|id| !id.is_empty())
+        {
+            return Some(Self::Model);
+        }
         family::from_path(path).map(Self::Api)
     }
 
     /// Whether the endpoint takes `method` (HEAD wherever GET is).
     pub fn allows(self, method: &str) -> bool {
         match self {
-            Self::Models => matches!(method, "GET" | "HEAD"),
+            Self::Models | Self::Model => matches!(method, "GET" | "HEAD"),
             Self::Api(_) => method == "POST",
         }
     }
@@ -33,7 +41,7 @@ impl Endpoint {
     /// The methods it takes, as an `Allow` header value.
     pub fn allow(self) -> &'static str {
         match self {
-            Self::Models => "GET, HEAD",
+            Self::Models | Self::Model => "GET, HEAD",
             Self::Api(_) => "POST",
         }
     }
@@ -47,6 +55,7 @@ pub fn supported() -> String {
         .map(|f| format!("POST {}", f.client_path()))
         .collect();
     list.push("GET /v1/models".into());
+    list.push("GET /v1/models/{id}".into());
     list.join(", ")
 }
 
@@ -64,7 +73,11 @@ mod tests {
             Endpoint::from_path("/v1/chat/completions"),
             Some(Endpoint::Api(f)) if f.name() == "chat"
         ));
-        assert!(Endpoint::from_path("/v1/models/x").is_none());
+        assert!(matches!(
+            Endpoint::from_path("/v1/models/accounts/fireworks/models/x?y"),
+            Some(Endpoint::Model)
+        ));
+        assert!(Endpoint::from_path("/v1/models/").is_none());
         assert!(Endpoint::Models.allows("HEAD") && !Endpoint::Models.allows("POST"));
         let chat = Endpoint::from_path("/v1/chat/completions").unwrap();
         assert!(chat.allows("POST") && !chat.allows("GET"));
@@ -72,7 +85,7 @@ mod tests {
         assert_eq!(Endpoint::Models.allow(), "GET, HEAD");
         assert_eq!(
             supported(),
-            "POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, GET /v1/models"
+            "POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, POST /v1/responses, GET /v1/models, GET /v1/models/{id}"
         );
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
+mod responses;
+
 use super::record::Recorded;
 use super::responses::{bytes_response, json_response, sse_response, sse_response_then, Body};
 
@@ -309,6 +311,7 @@ fn respond(req: &Recorded, options: &FireworksOptions) -> http::Response<Body> {
         ("POST", "/chat/completions") => generate(req, options, &request_id, Kind::Chat),
         ("POST", "/completions") => generate(req, options, &request_id, Kind::Completion),
         ("POST", "/embeddings") => embeddings(req, options, &request_id),
+        ("POST", "/responses") => responses::respond(req, options),
         _ => json_response(
             404,
             &json!({"error": {"message": format!("Path not found: {path}"), "code": "NOT_FOUND"}}),

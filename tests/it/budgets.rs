@@ -262,9 +262,10 @@ async fn concurrent_streams_cannot_overshoot_and_a_cancelled_one_is_charged_what
     assert_eq!(left, 50 - charge - 1);
 }
 
-/// Envoy AI Gateway's `token_ratelimit` example, unchanged, its backend pointed at the test
-/// upstream (5 input tokens per answer): ten input tokens per tenant and hour, so a tenant's
-/// third request is refused and another tenant's is not.
+/// Envoy AI Gateway's `token_ratelimit` example, unchanged (its current `x-tenant-id` version,
+/// and the earlier `x-user-id` one from envoyproxy/ai-gateway f92f8f4d6), its backend pointed at
+/// the test upstream (5 input tokens per answer): ten input tokens per tenant (user) and hour,
+/// so a tenant's third request is refused and another tenant's is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_ai_gateways_token_ratelimit_example_limits() {
     let up = upstreams::spawn(
@@ -273,37 +274,43 @@ async fn envoy_ai_gateways_token_ratelimit_example_limits() {
     )
     .await
     .unwrap();
-    let gw = Gateway::start_with(Setup {
-        config: vec![
-            root().join("tests/fixtures/ai-gateway-examples/token_ratelimit/token_ratelimit.yaml")
-        ],
-        fake: false,
-        test_upstream: false,
-        overrides: vec![BackendOverride {
-            backend: "envoy-ai-gateway-token-ratelimit-testupstream".into(),
-            address: Some(up.addr.into()),
-            ca_file: None,
-        }],
-        ..Setup::default()
-    })
-    .await;
-    let body = r#"{"model":"rate-limit-funky-model","messages":[{"role":"user","content":"Hi"}]}"#;
-    let tenant = [("x-tenant-id", "acme")];
-    for i in 0..2 {
-        let r = gw.post("/v1/chat/completions", body, &tenant).await;
-        assert_eq!(r.status, 200, "{i}: {}", r.text);
-        records(&gw, i + 1).await;
-    }
-    let r = gw.post("/v1/chat/completions", body, &tenant).await;
-    assert_eq!(r.status, 429, "{}", r.text);
-    assert_eq!(r.json()["error"]["type"], "rate_limit_exceeded");
-    let rec = &records(&gw, 2).await[1];
-    assert_eq!(
-        rec["budget_charges"]["default/envoy-ai-gateway-token-ratelimit-policy#0"], 5,
-        "{rec}"
-    );
-    let r = gw
-        .post("/v1/chat/completions", body, &[("x-tenant-id", "globex")])
+    for (file, header) in [
+        ("token_ratelimit.yaml", "x-tenant-id"),
+        ("token_ratelimit-x-user-id.yaml", "x-user-id"),
+    ] {
+        let gw = Gateway::start_with(Setup {
+            config: vec![root()
+                .join("tests/fixtures/ai-gateway-examples/token_ratelimit")
+                .join(file)],
+            fake: false,
+            test_upstream: false,
+            overrides: vec![BackendOverride {
+                backend: "envoy-ai-gateway-token-ratelimit-testupstream".into(),
+                address: Some(up.addr.into()),
+                ca_file: None,
+            }],
+            ..Setup::default()
+        })
         .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+        let body =
+            r#"{"model":"rate-limit-funky-model","messages":[{"role":"user","content":"Hi"}]}"#;
+        let tenant = [(header, "acme")];
+        for i in 0..2 {
+            let r = gw.post("/v1/chat/completions", body, &tenant).await;
+            assert_eq!(r.status, 200, "{file} {i}: {}", r.text);
+            records(&gw, i + 1).await;
+        }
+        let r = gw.post("/v1/chat/completions", body, &tenant).await;
+        assert_eq!(r.status, 429, "{file}: {}", r.text);
+        assert_eq!(r.json()["error"]["type"], "rate_limit_exceeded");
+        let rec = &records(&gw, 2).await[1];
+        assert_eq!(
+            rec["budget_charges"]["default/envoy-ai-gateway-token-ratelimit-policy#0"], 5,
+            "{file}: {rec}"
+        );
+        let r = gw
+            .post("/v1/chat/completions", body, &[(header, "globex")])
+            .await;
+        assert_eq!(r.status, 200, "{file}: {}", r.text);
+    }
 }

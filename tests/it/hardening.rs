@@ -220,7 +220,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "unknown path",
-            "/v1/responses",
+            "/v1/audio/speech",
             chat(ok),
             404,
             Some("unknown_url"),

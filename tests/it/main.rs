@@ -25,6 +25,7 @@ mod hardening;
 mod harness;
 mod long;
 mod ops;
+mod responses;
 mod sdk;
 mod soak;
 mod usage;

@@ -4,7 +4,7 @@
 use crate::harness::{root, Gateway};
 
 /// Runs `tests/sdk/<script>` with the venv's Python; panics with its output unless it passes.
-async fn python(script: &str, args: &[&str]) -> String {
+pub async fn python(script: &str, args: &[&str]) -> String {
     let python = root().join(".venv/bin/python");
     let out = tokio::process::Command::new(&python)
         .arg(root().join("tests/sdk").join(script))

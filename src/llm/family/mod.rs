@@ -9,6 +9,7 @@ mod chat;
 mod completions;
 mod embeddings;
 mod openai;
+mod responses;
 
 use std::fmt;
 use std::time::Instant;
@@ -20,6 +21,7 @@ use super::usage::ResponseInfo;
 pub use chat::Chat;
 pub use completions::Completions;
 pub use embeddings::Embeddings;
+pub use responses::Responses;
 
 /// Most body fields a family may require beside `model` (the parser keeps their shapes in a
 /// fixed array, so parsing allocates nothing for them).
@@ -76,7 +78,7 @@ pub trait Family: Sync + fmt::Debug {
 }
 
 /// Every family the gateway serves, in the order they are listed to clients.
-pub static FAMILIES: [&dyn Family; 3] = [&Chat, &Completions, &Embeddings];
+pub static FAMILIES: [&dyn Family; 4] = [&Chat, &Completions, &Embeddings, &Responses];
 
 /// The family of a client path (`/v1/...`, query string ignored).
 pub fn from_path(path: &str) -> Option<&'static dyn Family> {
@@ -105,9 +107,9 @@ mod tests {
             assert_eq!(named(f.name()).unwrap().suffix(), f.suffix());
         }
         let names = FAMILIES.map(|f| f.name());
-        assert_eq!(names, ["chat", "completions", "embeddings"]);
+        assert_eq!(names, ["chat", "completions", "embeddings", "responses"]);
         let ops = FAMILIES.map(|f| f.operation());
-        assert_eq!(ops, ["chat", "text_completion", "embeddings"]);
+        assert_eq!(ops, ["chat", "text_completion", "embeddings", "responses"]);
     }
 
     #[test]
