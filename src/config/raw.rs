@@ -199,12 +199,15 @@ pub struct BackendSecurityPolicySpec {
     /// The AIServiceBackends it applies to.
     #[serde(default)]
     pub target_refs: Vec<ObjectRefSpec>,
-    /// `APIKey` is supported.
+    /// `APIKey` and `AnthropicAPIKey` are supported.
     #[serde(rename = "type")]
     pub kind: String,
     /// The key's Secret, for type `APIKey`.
     #[serde(default)]
     pub api_key: Option<ApiKeySpec>,
+    /// The key's Secret, for type `AnthropicAPIKey` (sent as `x-api-key`).
+    #[serde(default, rename = "anthropicAPIKey")]
+    pub anthropic_api_key: Option<ApiKeySpec>,
 }
 
 /// `apiKey` of a BackendSecurityPolicy.

@@ -301,7 +301,7 @@ pub struct ServiceBackend {
     pub schema: Schema,
     /// Path prefix replacing `/v1` (e.g. `/inference/v1`), without trailing slash.
     pub prefix: String,
-    /// API key sent as `Authorization: Bearer`, if a BackendSecurityPolicy applies.
+    /// API key (sent as its `key_source` says), if a BackendSecurityPolicy applies.
     pub api_key: Option<SecretString>,
     /// Where that key comes from, for an Envoy that injects it itself.
     pub key_source: Option<KeySource>,
@@ -322,26 +322,47 @@ impl ServiceBackend {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schema {
     OpenAI,
+    /// Anthropic's Messages API (Anthropic, or an Anthropic-compatible endpoint such as
+    /// Fireworks' `/inference/v1/messages`).
+    Anthropic,
 }
 
 impl Schema {
     /// Schemas Envoy AI Gateway knows that ai-extproc does not serve yet.
-    pub const NOT_YET: [&'static str; 7] = [
+    pub const NOT_YET: [&'static str; 6] = [
         "AWSBedrock",
         "AzureOpenAI",
         "GCPVertexAI",
         "GCPAnthropic",
-        "Anthropic",
         "AWSAnthropic",
         "Cohere",
     ];
+
+    /// The names it serves, for messages.
+    pub const SUPPORTED: &'static str = "OpenAI, Anthropic";
 
     /// The schema named `name` as the CRD spells it.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "OpenAI" => Some(Self::OpenAI),
+            "Anthropic" => Some(Self::Anthropic),
             _ => None,
         }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenAI => "OpenAI",
+            Self::Anthropic => "Anthropic",
+        }
+    }
+
+    /// Whether a backend of this schema serves requests of `api`'s families.
+    pub fn serves(self, api: crate::llm::Api) -> bool {
+        matches!(
+            (self, api),
+            (Self::OpenAI, crate::llm::Api::OpenAI) | (Self::Anthropic, crate::llm::Api::Anthropic)
+        )
     }
 }
 
@@ -353,6 +374,28 @@ pub struct KeySource {
     /// The environment variable that overrides the Secret's value (`--secret-env`, else
     /// `AI_EXTPROC_SECRET_<NAME>`).
     pub env_var: String,
+    /// How the key is sent.
+    pub header: KeyHeader,
+}
+
+/// How a backend's key is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyHeader {
+    /// `Authorization: Bearer <key>` (a policy of type `APIKey`).
+    #[default]
+    Bearer,
+    /// `x-api-key: <key>` (`AnthropicAPIKey`, Anthropic's own API).
+    XApiKey,
+}
+
+impl KeyHeader {
+    /// The header's name and value for `key`.
+    pub fn header(self, key: &str) -> (&'static str, String) {
+        match self {
+            Self::Bearer => ("authorization", format!("Bearer {key}")),
+            Self::XApiKey => ("x-api-key", key.to_string()),
+        }
+    }
 }
 
 /// An Envoy Gateway Backend with its TLS policy: one Envoy cluster.

@@ -13,7 +13,7 @@
 
 use serde_json::{json, Value};
 
-use crate::config::{BackendId, ClusterId, Config, KeySource};
+use crate::config::{BackendId, ClusterId, Config, KeyHeader, KeySource};
 
 /// Who puts the backend's key on the request to the provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,10 +83,10 @@ impl Plan {
                 .key_source
                 .clone()
                 .zip(backend.api_key.as_ref().map(|k| k.expose().to_string()));
-            let secret = key.as_ref().map(|(source, _)| source.secret.clone());
             let found = plan.clusters.iter().position(|c| {
                 c.cluster == backend.cluster
-                    && c.key.as_ref().map(|(s, _)| &s.secret) == secret.as_ref()
+                    && c.key.as_ref().map(|(s, _)| (&s.secret, s.header))
+                        == key.as_ref().map(|(s, _)| (&s.secret, s.header))
             });
             let index = found.unwrap_or_else(|| {
                 let base = &config.clusters[backend.cluster].name;
@@ -149,8 +149,13 @@ pub fn upstream_filters(key: &KeySource) -> Value {
     json!([injector(key), upstream_codec()])
 }
 
-/// The credential injector that puts `key` on a request as `Authorization: Bearer`.
+/// The credential injector that puts `key` on a request as its policy says
+/// (`Authorization: Bearer`, or `x-api-key`).
 pub fn injector(key: &KeySource) -> Value {
+    let (header, prefix) = match key.header {
+        KeyHeader::Bearer => ("authorization", "Bearer "),
+        KeyHeader::XApiKey => ("x-api-key", ""),
+    };
     json!({
         "name": "envoy.filters.http.credential_injector",
         "typed_config": {
@@ -161,8 +166,8 @@ pub fn injector(key: &KeySource) -> Value {
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
                     "credential": {"name": secret_name(key)},
-                    "header": "authorization",
-                    "header_value_prefix": "Bearer "
+                    "header": header,
+                    "header_value_prefix": prefix
                 }
             }
         }

@@ -40,6 +40,12 @@ pub enum ClientError {
     },
     #[error("The gateway could not check this request's rate limits; try again later.")]
     BudgetsUnavailable,
+    #[error("The model `{model}` is not served on {path}: its backends speak {schemas}, which do not serve this API.")]
+    NotServed {
+        model: String,
+        path: String,
+        schemas: String,
+    },
 }
 
 /// A processor failure: the protocol with Envoy went wrong.
@@ -101,6 +107,12 @@ impl ClientError {
                 "rate_limit_exceeded",
                 None,
                 Some("rate_limit_exceeded"),
+            ),
+            ClientError::NotServed { .. } => (
+                400,
+                "invalid_request_error",
+                Some("model"),
+                Some("unsupported_api"),
             ),
             ClientError::BudgetsUnavailable => (
                 503,

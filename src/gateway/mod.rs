@@ -19,7 +19,7 @@ pub use clock::Clock;
 pub use error::{ClientError, StreamError};
 pub use headers::Headers;
 pub use reply::{BodyMode, Continue, Immediate, MetaValue, Reply};
-pub use route::{select, Selection};
+pub use route::{select, NoRoute, Selection};
 pub use stream::{Stream, LARGE_COMPRESSED_BODY};
 
 /// Output tokens reserved for a request without an output bound.

@@ -21,7 +21,7 @@ use super::error::ClientError;
 use super::headers::Headers;
 use super::identity;
 use super::reply::{Continue, MetaValue};
-use super::route::{random_pick, select, Selection};
+use super::route::{random_pick, select, NoRoute, Selection};
 use super::Options;
 
 /// A request routed to a backend: what the response phases and the usage record need.
@@ -98,8 +98,16 @@ impl Request<'_> {
         let decoded = decode_request_body(headers, body, limits)?;
         let body = decoded.as_deref().unwrap_or(body);
         let info = parse_request(family, body)?;
-        let selection = select(config, headers, &info.model, random_pick)
-            .ok_or_else(|| ClientError::ModelNotFound(info.model.clone()))?;
+        let selection = select(config, headers, &info.model, family.api(), random_pick).map_err(
+            |e| match e {
+                NoRoute::NoRule => ClientError::ModelNotFound(info.model.clone()),
+                NoRoute::NotServed { schemas } => ClientError::NotServed {
+                    model: info.model.clone(),
+                    path: family.client_path(),
+                    schemas: schemas.join(", "),
+                },
+            },
+        )?;
         let rule = &config.rules[selection.rule];
         let target = &rule.backends[selection.backend_ref];
         let backend = &config.backends[selection.backend];
@@ -124,8 +132,11 @@ impl Request<'_> {
         // With failover, the request is rewritten here only for a first attempt whose backend
         // is certain (the first priority's only one), so that Envoy's filter works on retries.
         if failover && rule.first_backend().is_none() {
-            // The client's own key never goes on.
+            // The client's own key never goes on (the Anthropic SDKs send it as x-api-key).
             reply.remove_headers.push("authorization".into());
+            if family.api() == crate::llm::Api::Anthropic {
+                reply.remove_headers.push("x-api-key".into());
+            }
         } else {
             let upstream = providers::upstream(&Target {
                 family,

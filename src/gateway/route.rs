@@ -5,6 +5,7 @@ use rand::Rng;
 
 use crate::config::{BackendId, Config, WeightedBackend};
 use crate::contract::MODEL_HEADER;
+use crate::llm::Api;
 
 use super::headers::Headers;
 
@@ -19,14 +20,26 @@ pub struct Selection {
     pub backend: BackendId,
 }
 
+/// Why no backend was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoRoute {
+    /// No rule matches.
+    NoRule,
+    /// The rule's backends (their schemas named) serve no family of the request's API.
+    NotServed { schemas: Vec<&'static str> },
+}
+
 /// The first rule matching `headers`, where `x-ai-eg-model` is taken as `model` whatever the
-/// client sent; then a backend by weight (`pick` gets a number below the weights' total).
+/// client sent; then, among its backends whose schema serves `api` (a rule may hold an OpenAI
+/// and an Anthropic backend for one model), one by weight at the first priority (`pick` gets a
+/// number below the weights' total).
 pub fn select(
     config: &Config,
     headers: &Headers,
     model: &str,
+    api: Api,
     pick: impl FnOnce(u64) -> u64,
-) -> Option<Selection> {
+) -> Result<Selection, NoRoute> {
     let value_of = |name: &str| {
         if name == MODEL_HEADER {
             Some(model)
@@ -34,27 +47,52 @@ pub fn select(
             headers.get(name)
         }
     };
-    let rule_index = config.rules.iter().position(|rule| {
-        rule.matches.iter().any(|m| {
-            m.headers
-                .iter()
-                .all(|h| value_of(h.name()).is_some_and(|v| h.matches(v)))
+    let rule_index = config
+        .rules
+        .iter()
+        .position(|rule| {
+            rule.matches.iter().any(|m| {
+                m.headers
+                    .iter()
+                    .all(|h| value_of(h.name()).is_some_and(|v| h.matches(v)))
+            })
         })
-    })?;
+        .ok_or(NoRoute::NoRule)?;
     let rule = &config.rules[rule_index];
+    let serves = |b: &WeightedBackend| config.backends[b.backend].schema.serves(api);
     // The serving priority (a rule that fails over is routed by Envoy; this is the first
     // attempt's level, until the response names the backend that served).
-    let level = rule.first_priority();
+    let Some(level) = rule
+        .backends
+        .iter()
+        .filter(|b| serves(b))
+        .map(|b| b.priority)
+        .min()
+    else {
+        let mut schemas: Vec<&'static str> = rule
+            .backends
+            .iter()
+            .map(|b| config.backends[b.backend].schema.name())
+            .collect();
+        schemas.dedup();
+        return Err(NoRoute::NotServed { schemas });
+    };
     let weight = |b: &WeightedBackend| {
-        if b.priority == level {
+        if b.priority == level && serves(b) {
             u64::from(b.weight)
         } else {
             0
         }
     };
     let total: u64 = rule.backends.iter().map(weight).sum();
-    let backend_ref = if rule.backends.len() == 1 || total == 0 {
+    let backend_ref = if rule.backends.len() == 1 {
         0
+    } else if total == 0 {
+        // Weights of 0: the first that serves.
+        rule.backends
+            .iter()
+            .position(|b| b.priority == level && serves(b))
+            .unwrap_or(0)
     } else {
         let mut n = pick(total);
         rule.backends
@@ -70,7 +108,7 @@ pub fn select(
             })
             .unwrap_or(0)
     };
-    Some(Selection {
+    Ok(Selection {
         rule: rule_index,
         backend_ref,
         backend: rule.backends[backend_ref].backend,

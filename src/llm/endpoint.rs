@@ -50,10 +50,11 @@ impl Endpoint {
 /// Every endpoint with its method, for an error naming what is served
 /// (`POST /v1/chat/completions, ..., GET /v1/models`).
 pub fn supported() -> String {
-    let mut list: Vec<String> = FAMILIES
-        .iter()
-        .map(|f| format!("POST {}", f.client_path()))
-        .collect();
+    let mut list: Vec<String> = Vec::new();
+    for f in FAMILIES {
+        list.push(format!("POST {}", f.client_path()));
+        list.extend(f.aliases().iter().map(|a| format!("POST {a}")));
+    }
     list.push("GET /v1/models".into());
     list.push("GET /v1/models/{id}".into());
     list.join(", ")
@@ -85,7 +86,7 @@ mod tests {
         assert_eq!(Endpoint::Models.allow(), "GET, HEAD");
         assert_eq!(
             supported(),
-            "POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, POST /v1/responses, GET /v1/models, GET /v1/models/{id}"
+            "POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, POST /v1/responses, POST /v1/messages, POST /anthropic/v1/messages, GET /v1/models, GET /v1/models/{id}"
         );
     }
 }

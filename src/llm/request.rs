@@ -133,14 +133,14 @@ impl serde::de::Visitor<'_> for KeySeed {
             "model" => Field::Model,
             "stream" => Field::Stream,
             "stream_options" => Field::StreamOptions,
+            // A family may require an output bound (Anthropic's `max_tokens`).
+            _ if self.0.contains(&key) => {
+                Field::Required(self.0.iter().position(|f| *f == key).unwrap_or(0))
+            }
             _ if MAX_TOKEN_FIELDS.contains(&key) => {
                 Field::MaxTokens(MAX_TOKEN_FIELDS.iter().position(|f| *f == key).unwrap_or(0))
             }
-            _ => self
-                .0
-                .iter()
-                .position(|f| *f == key)
-                .map_or(Field::Other, Field::Required),
+            _ => Field::Other,
         })
     }
 }
@@ -195,6 +195,15 @@ impl<'de: 'a, 'a> serde::de::Visitor<'de> for View<'a> {
                 Field::Stream => self.stream = self.once(&mut map, field)?,
                 Field::StreamOptions => {
                     self.stream_options = Some(self.once(&mut map, field)?);
+                }
+                Field::Required(i) if MAX_TOKEN_FIELDS.contains(&self.required[i]) => {
+                    // Both a required field and the output bound budgets estimate from.
+                    let value: Option<&'a RawValue> = self.once(&mut map, field)?;
+                    self.fields[i] = value
+                        .map(|v| serde_json::from_str::<Shape>(v.get()))
+                        .transpose()
+                        .map_err(serde::de::Error::custom)?;
+                    self.max_tokens = self.max_tokens.or(value);
                 }
                 Field::Required(i) => self.fields[i] = self.once(&mut map, field)?,
                 Field::MaxTokens(_) => {

@@ -6,6 +6,7 @@
 //! What is asked of a schema is per backend, not per request: with failover, each attempt
 //! at another backend gets that backend's answer.
 
+mod anthropic;
 mod openai;
 
 use crate::config::{Schema, SecretString, ServiceBackend};
@@ -44,5 +45,6 @@ pub struct Upstream {
 pub fn upstream(target: &Target<'_>) -> Upstream {
     match target.backend.schema {
         Schema::OpenAI => openai::upstream(target),
+        Schema::Anthropic => anthropic::upstream(target),
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
+mod messages;
 mod responses;
 
 use super::record::Recorded;
@@ -58,6 +59,9 @@ pub struct FireworksOptions {
     pub host: String,
     /// Chat model ids it serves besides Fireworks' (a stand-in for another provider).
     pub extra_chat_models: Vec<String>,
+    /// A stand-in for Anthropic's own API: only `/messages`, the key only as `x-api-key`,
+    /// `anthropic-version` required, errors in Anthropic's envelope.
+    pub anthropic: bool,
 }
 
 impl Default for FireworksOptions {
@@ -69,6 +73,7 @@ impl Default for FireworksOptions {
             name: "fireworks".to_string(),
             host: "api.fireworks.ai".to_string(),
             extra_chat_models: Vec::new(),
+            anthropic: false,
         }
     }
 }
@@ -299,7 +304,15 @@ fn respond(req: &Recorded, options: &FireworksOptions) -> http::Response<Body> {
     if let Some(fault) = options.fault(req) {
         return fault_response(fault, req, &request_id);
     }
-    if req.header("authorization") != Some(format!("Bearer {}", options.api_key).as_str()) {
+    if options.anthropic {
+        return messages::as_anthropic(req, options, endpoint);
+    }
+    let bearer =
+        req.header("authorization") == Some(format!("Bearer {}", options.api_key).as_str());
+    // The Anthropic-compatible endpoint also takes the Anthropic SDKs' header.
+    let x_api_key =
+        endpoint == "/messages" && req.header("x-api-key") == Some(options.api_key.as_str());
+    if !(bearer || x_api_key) {
         return json_response(
             401,
             &json!({"error": {"message": "The API key you provided is invalid.", "param": null, "code": "UNAUTHORIZED", "type": "error"}, "request_id": request_id}),
@@ -312,6 +325,7 @@ fn respond(req: &Recorded, options: &FireworksOptions) -> http::Response<Body> {
         ("POST", "/completions") => generate(req, options, &request_id, Kind::Completion),
         ("POST", "/embeddings") => embeddings(req, options, &request_id),
         ("POST", "/responses") => responses::respond(req, options),
+        ("POST", "/messages") => messages::respond(req, options),
         _ => json_response(
             404,
             &json!({"error": {"message": format!("Path not found: {path}"), "code": "NOT_FOUND"}}),

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use ai_extproc::llm::{Chat, Completions, Embeddings, Family, Responses, SseReader};
+use ai_extproc::llm::{Chat, Completions, Embeddings, Family, Messages, Responses, SseReader};
 use serde_json::json;
 
 use crate::root;
@@ -16,7 +16,7 @@ fn fixtures_match_their_snapshots() {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    assert!(files.len() >= 11);
+    assert!(files.len() >= 13);
     for file in files {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let bytes = std::fs::read(&file).unwrap();
@@ -27,6 +27,8 @@ fn fixtures_match_their_snapshots() {
             &Embeddings
         } else if name.contains("responses") {
             &Responses
+        } else if name.contains("anthropic") {
+            &Messages
         } else {
             &Chat
         };

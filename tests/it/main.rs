@@ -24,6 +24,7 @@ mod guide;
 mod hardening;
 mod harness;
 mod long;
+mod messages;
 mod ops;
 mod responses;
 mod sdk;

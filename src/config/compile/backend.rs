@@ -5,7 +5,7 @@ use super::{key, ns, ref_key, secret_env_var, secret_value, Compiler, Key};
 use crate::config::load::Obj;
 use crate::config::providers::{self, StreamUsage, STREAM_USAGE_ANNOTATION};
 use crate::config::raw::{AIServiceBackendSpec, BackendSecurityPolicySpec};
-use crate::config::runtime::{BackendId, KeySource, Schema, ServiceBackend};
+use crate::config::runtime::{BackendId, KeyHeader, KeySource, Schema, ServiceBackend};
 use crate::config::secret::SecretString;
 
 impl Compiler<'_> {
@@ -20,9 +20,12 @@ impl Compiler<'_> {
         let name = spec.schema.name.as_str();
         let schema = Schema::from_name(name).unwrap_or_else(|| {
             let message = if Schema::NOT_YET.contains(&name) {
-                format!("schema {name:?} is not supported by ai-extproc yet (supported: OpenAI)")
+                format!(
+                    "schema {name:?} is not supported by ai-extproc yet (supported: {})",
+                    Schema::SUPPORTED
+                )
             } else {
-                format!("unknown schema {name:?} (supported: OpenAI)")
+                format!("unknown schema {name:?} (supported: {})", Schema::SUPPORTED)
             };
             self.err(loc, "spec.schema.name", message);
             Schema::OpenAI
@@ -132,26 +135,48 @@ impl Compiler<'_> {
             );
         }
         let policy = policies.first()?;
-        if policy.spec.kind != "APIKey" {
+        let (api, header, field) = match policy.spec.kind.as_str() {
+            "APIKey" => (&policy.spec.api_key, KeyHeader::Bearer, "apiKey"),
+            "AnthropicAPIKey" => (
+                &policy.spec.anthropic_api_key,
+                KeyHeader::XApiKey,
+                "anthropicAPIKey",
+            ),
+            other => {
+                self.err(
+                    &policy.location,
+                    "spec.type",
+                    format!(
+                        "policy type {other:?} is not supported (supported: APIKey, AnthropicAPIKey)"
+                    ),
+                );
+                return None;
+            }
+        };
+        let Some(api) = api else {
+            self.err(
+                &policy.location,
+                format!("spec.{field}"),
+                format!("required for type {}", policy.spec.kind),
+            );
+            return None;
+        };
+        if header == KeyHeader::XApiKey && obj.spec.schema.name != "Anthropic" {
             self.err(
                 &policy.location,
                 "spec.type",
                 format!(
-                    "policy type {:?} is not supported (supported: APIKey)",
-                    policy.spec.kind
+                    "AnthropicAPIKey sends the key as x-api-key, for backends of schema Anthropic; {}/{} is {}",
+                    k.0, k.1, obj.spec.schema.name
                 ),
             );
             return None;
         }
-        let Some(api) = &policy.spec.api_key else {
-            self.err(&policy.location, "spec.apiKey", "required for type APIKey");
-            return None;
-        };
         let sk = ref_key(&api.secret_ref, ns(policy));
         let Some(secret) = self.index.secrets.get(&sk).copied() else {
             self.err(
                 &policy.location,
-                "spec.apiKey.secretRef.name",
+                format!("spec.{field}.secretRef.name"),
                 format!("no Secret {}/{}", sk.0, sk.1),
             );
             return None;
@@ -159,6 +184,7 @@ impl Compiler<'_> {
         let source = KeySource {
             secret: format!("{}/{}", sk.0, sk.1),
             env_var: self.secret_env_name(&sk.1),
+            header,
         };
         if let Some(value) = self.secret_override(&sk.1) {
             return Some((SecretString::new(value), source));

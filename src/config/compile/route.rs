@@ -214,6 +214,23 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
+        // Envoy fails over across priorities and rewrites each attempt as an OpenAI request;
+        // a family goes to the backends that speak it, so one rule mixing schemas must not fail
+        // over (a rule with one priority may hold an OpenAI and an Anthropic backend).
+        let first = backends.first().map(|b| b.priority);
+        let fails_over = backends.iter().any(|b| Some(b.priority) != first);
+        let schemas = |b: &WeightedBackend| self.config.backends[b.backend].schema;
+        if fails_over
+            && backends
+                .iter()
+                .any(|b| Some(schemas(b)) != backends.first().map(schemas))
+        {
+            self.err(
+                loc,
+                format!("{path}.backendRefs"),
+                "a rule that fails over (several priorities) needs backends of one schema",
+            );
+        }
         self.config.rules.push(Rule {
             route,
             index,

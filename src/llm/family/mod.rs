@@ -8,6 +8,7 @@
 mod chat;
 mod completions;
 mod embeddings;
+mod messages;
 mod openai;
 mod responses;
 
@@ -21,11 +22,19 @@ use super::usage::ResponseInfo;
 pub use chat::Chat;
 pub use completions::Completions;
 pub use embeddings::Embeddings;
+pub use messages::Messages;
 pub use responses::Responses;
 
 /// Most body fields a family may require beside `model` (the parser keeps their shapes in a
 /// fixed array, so parsing allocates nothing for them).
 pub const MAX_REQUIRED: usize = 4;
+
+/// Whose wire format a family speaks: a backend's schema serves the families of its API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    OpenAI,
+    Anthropic,
+}
 
 /// One API family. Implementations are unit structs listed in [`FAMILIES`].
 pub trait Family: Sync + fmt::Debug {
@@ -37,6 +46,16 @@ pub trait Family: Sync + fmt::Debug {
 
     /// The path after the API prefix (`/chat/completions`); the client's path is `/v1` and this.
     fn suffix(&self) -> &'static str;
+
+    /// Other client paths it is served on (Envoy AI Gateway's `/anthropic/v1/messages`).
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Whose wire format it is.
+    fn api(&self) -> Api {
+        Api::OpenAI
+    }
 
     /// The body fields it requires beside `model` (at most [`MAX_REQUIRED`]).
     fn required(&self) -> &'static [&'static str];
@@ -78,13 +97,15 @@ pub trait Family: Sync + fmt::Debug {
 }
 
 /// Every family the gateway serves, in the order they are listed to clients.
-pub static FAMILIES: [&dyn Family; 4] = [&Chat, &Completions, &Embeddings, &Responses];
+pub static FAMILIES: [&dyn Family; 5] = [&Chat, &Completions, &Embeddings, &Responses, &Messages];
 
 /// The family of a client path (`/v1/...`, query string ignored).
 pub fn from_path(path: &str) -> Option<&'static dyn Family> {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
-    let suffix = path.strip_prefix("/v1")?;
-    FAMILIES.iter().copied().find(|f| f.suffix() == suffix)
+    FAMILIES
+        .iter()
+        .copied()
+        .find(|f| path.strip_prefix("/v1") == Some(f.suffix()) || f.aliases().contains(&path))
 }
 
 /// The family of a name in records and metrics.
@@ -107,9 +128,28 @@ mod tests {
             assert_eq!(named(f.name()).unwrap().suffix(), f.suffix());
         }
         let names = FAMILIES.map(|f| f.name());
-        assert_eq!(names, ["chat", "completions", "embeddings", "responses"]);
+        assert_eq!(
+            names,
+            ["chat", "completions", "embeddings", "responses", "messages"]
+        );
         let ops = FAMILIES.map(|f| f.operation());
-        assert_eq!(ops, ["chat", "text_completion", "embeddings", "responses"]);
+        assert_eq!(
+            ops,
+            [
+                "chat",
+                "text_completion",
+                "embeddings",
+                "responses",
+                "messages"
+            ]
+        );
+        assert_eq!(
+            from_path("/anthropic/v1/messages?beta=true")
+                .unwrap()
+                .name(),
+            "messages"
+        );
+        assert!(from_path("/anthropic/v1/chat/completions").is_none());
     }
 
     #[test]
