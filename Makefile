@@ -5,7 +5,7 @@ VENV          := .venv
 ENVOY         ?= $(shell command -v envoy 2>/dev/null || echo $(abspath $(VENV))/bin/envoy)
 export ENVOY_BIN := $(ENVOY)
 BIN           := target/release/ai-extproc
-CONFIG        := examples/basic.yaml examples/fireworks.yaml
+CONFIG        := examples/basic.yaml examples/fireworks.yaml examples/fireworks-apis.yaml
 SECRET_ENV    := --secret-env envoy-ai-gateway-fireworks-apikey=FIREWORKS_API_KEY
 
 .PHONY: run test test-live envoy sdk build lint fmt envoy-config check clean bench bench-deps fuzz fuzz-check soak mutants

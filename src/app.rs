@@ -192,6 +192,7 @@ impl App {
                 clock: crate::gateway::Clock::default(),
                 budgets: Some(Arc::new(budgets)),
                 default_output_estimate: options.output_estimate,
+                pins: Arc::default(),
             },
             metrics.clone(),
         );

@@ -7,6 +7,11 @@
 pub const MODEL_HEADER: &str = "x-ai-eg-model";
 /// Header the processor sets to the chosen AIServiceBackend, for rules with several backends.
 pub const BACKEND_HEADER: &str = "x-ai-eg-backend";
+/// Header the processor sets to send a request to one AIServiceBackend whatever the rules say:
+/// a stored response's `GET`/`DELETE`, or a request continuing it (`previous_response_id`),
+/// goes to the backend that created it. Envoy has one route per backend on it, before the
+/// rules'; clients cannot set it (the processor removes every `x-ai-eg-*` it did not set).
+pub const PINNED_HEADER: &str = "x-ai-eg-pinned-backend";
 /// Response header by which a rule's per-attempt filters (envoy/failover.rs) report the attempts
 /// Envoy made: `ns/a=503;ns/b=;ns/c=200`, the last one's answer being the response. An empty
 /// status is an attempt without an answer (connection failed, reset, silent past the idle

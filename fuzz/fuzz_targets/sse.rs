@@ -2,12 +2,12 @@
 //! point of an input, or a spread of them, and one byte at a time). The usage-chunk
 //! filter likewise: any split gives the client the same bytes, reads the same usage as the plain
 //! reader, and removes nothing but usage-only events (what it forwards is the input with some
-//! whole events taken out, in order).
+//! whole events taken out, in order). Every API family's event parser is read split too.
 #![no_main]
 
 use std::time::Instant;
 
-use ai_extproc::llm::{Chat, SseReader, UsageChunkFilter};
+use ai_extproc::llm::{Chat, SseReader, UsageChunkFilter, FAMILIES};
 use libfuzzer_sys::fuzz_target;
 
 /// What the client gets when the filter reads `parts` in turn.
@@ -84,4 +84,18 @@ fuzz_target!(|input: (u16, &[u8])| {
     }
     let bytes: Vec<&[u8]> = data.chunks(1).collect();
     check(&bytes, data, &whole, &out_whole, now);
+    // Every family's event parser (Responses' typed events, Anthropic's, images'...): no
+    // panic, and a split reads the same.
+    for family in FAMILIES {
+        let mut whole = SseReader::new(family);
+        whole.feed(data, now);
+        whole.finish(now);
+        for at in split_points(data, seed).into_iter().step_by(8) {
+            let mut r = SseReader::new(family);
+            r.feed(&data[..at], now);
+            r.feed(&data[at..], now);
+            r.finish(now);
+            assert_eq!(r.state, whole.state, "{}: a split changed what was read", family.name());
+        }
+    }
 });

@@ -8,7 +8,7 @@
 
 use std::io::Write;
 
-use ai_extproc::llm::{decode_all, Chat, DecodeError, Decoder, Family, Limits};
+use ai_extproc::llm::{decode_all, Chat, DecodeError, Decoder, Family, Limits, FAMILIES};
 use libfuzzer_sys::fuzz_target;
 
 const ENCODINGS: [&str; 3] = ["gzip", "deflate", "br"];
@@ -51,6 +51,10 @@ fn piecewise(encoding: &str, data: &[u8], cuts: &[usize]) -> Result<Vec<u8>, Dec
 
 fuzz_target!(|input: (Vec<u16>, &[u8])| {
     let (cuts, data) = input;
+    // Every family's body parser: no panic, the same answer twice.
+    for family in FAMILIES {
+        assert_eq!(family.response_info(data), family.response_info(data));
+    }
     let info = Chat.response_info(data);
     for encoding in ENCODINGS {
         let encoded = encode(encoding, data);

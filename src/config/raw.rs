@@ -199,7 +199,7 @@ pub struct BackendSecurityPolicySpec {
     /// The AIServiceBackends it applies to.
     #[serde(default)]
     pub target_refs: Vec<ObjectRefSpec>,
-    /// `APIKey` and `AnthropicAPIKey` are supported.
+    /// `APIKey`, `AnthropicAPIKey` and `AzureAPIKey` are supported.
     #[serde(rename = "type")]
     pub kind: String,
     /// The key's Secret, for type `APIKey`.
@@ -208,6 +208,13 @@ pub struct BackendSecurityPolicySpec {
     /// The key's Secret, for type `AnthropicAPIKey` (sent as `x-api-key`).
     #[serde(default, rename = "anthropicAPIKey")]
     pub anthropic_api_key: Option<ApiKeySpec>,
+    /// The key's Secret, for type `AzureAPIKey` (sent as `api-key`).
+    #[serde(default, rename = "azureAPIKey")]
+    pub azure_api_key: Option<ApiKeySpec>,
+    /// Type `AzureCredentials` (Entra ID client credentials): read so that the error names it,
+    /// not supported.
+    #[serde(default)]
+    pub azure_credentials: Option<serde_yaml::Value>,
 }
 
 /// `apiKey` of a BackendSecurityPolicy.

@@ -301,6 +301,8 @@ pub struct ServiceBackend {
     pub schema: Schema,
     /// Path prefix replacing `/v1` (e.g. `/inference/v1`), without trailing slash.
     pub prefix: String,
+    /// Azure OpenAI's `api-version` (its `spec.schema.version`); `None` for other schemas.
+    pub api_version: Option<String>,
     /// API key (sent as its `key_source` says), if a BackendSecurityPolicy applies.
     pub api_key: Option<SecretString>,
     /// Where that key comes from, for an Envoy that injects it itself.
@@ -318,34 +320,35 @@ impl ServiceBackend {
     }
 }
 
-/// An API schema a backend speaks (`spec.schema.name`); `providers/` has one module each.
+/// An API schema a backend speaks (`spec.schema.name`); `providers/` has one module each, which
+/// also says which API families the schema serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schema {
     OpenAI,
     /// Anthropic's Messages API (Anthropic, or an Anthropic-compatible endpoint such as
     /// Fireworks' `/inference/v1/messages`).
     Anthropic,
+    /// Azure OpenAI: deployments in the path, `api-version` from `spec.schema.version`.
+    AzureOpenAI,
+    /// Cohere's v2 API (rerank).
+    Cohere,
 }
 
 impl Schema {
     /// Schemas Envoy AI Gateway knows that ai-extproc does not serve yet.
-    pub const NOT_YET: [&'static str; 6] = [
-        "AWSBedrock",
-        "AzureOpenAI",
-        "GCPVertexAI",
-        "GCPAnthropic",
-        "AWSAnthropic",
-        "Cohere",
-    ];
+    pub const NOT_YET: [&'static str; 4] =
+        ["AWSBedrock", "GCPVertexAI", "GCPAnthropic", "AWSAnthropic"];
 
     /// The names it serves, for messages.
-    pub const SUPPORTED: &'static str = "OpenAI, Anthropic";
+    pub const SUPPORTED: &'static str = "OpenAI, Anthropic, AzureOpenAI, Cohere";
 
     /// The schema named `name` as the CRD spells it.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "OpenAI" => Some(Self::OpenAI),
             "Anthropic" => Some(Self::Anthropic),
+            "AzureOpenAI" => Some(Self::AzureOpenAI),
+            "Cohere" => Some(Self::Cohere),
             _ => None,
         }
     }
@@ -354,15 +357,9 @@ impl Schema {
         match self {
             Self::OpenAI => "OpenAI",
             Self::Anthropic => "Anthropic",
+            Self::AzureOpenAI => "AzureOpenAI",
+            Self::Cohere => "Cohere",
         }
-    }
-
-    /// Whether a backend of this schema serves requests of `api`'s families.
-    pub fn serves(self, api: crate::llm::Api) -> bool {
-        matches!(
-            (self, api),
-            (Self::OpenAI, crate::llm::Api::OpenAI) | (Self::Anthropic, crate::llm::Api::Anthropic)
-        )
     }
 }
 
@@ -386,6 +383,8 @@ pub enum KeyHeader {
     Bearer,
     /// `x-api-key: <key>` (`AnthropicAPIKey`, Anthropic's own API).
     XApiKey,
+    /// `api-key: <key>` (`AzureAPIKey`, Azure OpenAI).
+    ApiKey,
 }
 
 impl KeyHeader {
@@ -394,6 +393,7 @@ impl KeyHeader {
         match self {
             Self::Bearer => ("authorization", format!("Bearer {key}")),
             Self::XApiKey => ("x-api-key", key.to_string()),
+            Self::ApiKey => ("api-key", key.to_string()),
         }
     }
 }

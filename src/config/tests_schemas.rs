@@ -1,4 +1,5 @@
-//! Backend schemas (OpenAI, Anthropic) and their credentials: what compiles, what is refused.
+//! Backend schemas (OpenAI, Anthropic, AzureOpenAI, Cohere) and their credentials: what
+//! compiles, what is refused.
 
 use super::tests_diagnostics::{compile, errors};
 use super::*;
@@ -93,10 +94,35 @@ fn what_cannot_work_is_refused_naming_it() {
             "one schema",
         ),
         (
-            // Azure's policy is not read yet: its field is unknown.
             config("[{name: a}]", &policy("AzureAPIKey", "azureAPIKey", "a")),
-            "spec.azureAPIKey",
-            "unknown field",
+            "spec.type",
+            "for backends of schema AzureOpenAI",
+        ),
+        (
+            config(
+                "[{name: a}]",
+                "apiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: BackendSecurityPolicy\nmetadata: {name: p}\nspec:\n  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: a}]\n  type: AzureCredentials\n  azureCredentials: {clientID: c, tenantID: t, clientSecretRef: {name: k}}\n",
+            ),
+            "spec.azureCredentials",
+            "not supported yet",
+        ),
+        (
+            azure("[{name: z}]", "{name: AzureOpenAI}"),
+            "spec.schema.version",
+            "api-version",
+        ),
+        (
+            azure("[{name: z}]", "{name: AzureOpenAI, version: v, prefix: /x}"),
+            "spec.schema.prefix",
+            "not supported",
+        ),
+        (
+            azure(
+                "[{name: z}, {name: z2, priority: 1}]",
+                "{name: AzureOpenAI, version: v}",
+            ),
+            "spec.rules[0].backendRefs",
+            "AzureOpenAI",
         ),
     ] {
         let e = errors(&text);
@@ -105,4 +131,38 @@ fn what_cannot_work_is_refused_naming_it() {
             "{place} / {message}: {e:?}"
         );
     }
+}
+
+/// A rule of `refs` over Azure backends `z` and `z2` of schema `schema`, `z` with an
+/// AzureAPIKey policy.
+fn azure(refs: &str, schema: &str) -> String {
+    let mut text = config(refs, &policy("AzureAPIKey", "azureAPIKey", "z"));
+    for name in ["z", "z2"] {
+        text.push_str(&format!(
+            "---\napiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: AIServiceBackend\nmetadata: {{name: {name}}}\nspec:\n  schema: {schema}\n  backendRef: {{name: be, kind: Backend, group: gateway.envoyproxy.io}}\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn azure_and_cohere_backends() {
+    let c = compile(&azure(
+        "[{name: z}]",
+        "{name: AzureOpenAI, version: 2025-01-01-preview}",
+    ))
+    .unwrap();
+    let z = c.backends.iter().find(|b| b.name == "default/z").unwrap();
+    assert_eq!(z.schema, Schema::AzureOpenAI);
+    assert_eq!(z.api_version.as_deref(), Some("2025-01-01-preview"));
+    assert_eq!(z.key_source.as_ref().unwrap().header, KeyHeader::ApiKey);
+    let text = config("[{name: o}]", &policy("APIKey", "apiKey", "o")).replace(
+        "schema: {name: OpenAI}",
+        "schema: {name: Cohere, version: v2}",
+    );
+    let c = compile(&text).unwrap();
+    let o = c.backends.iter().find(|b| b.name == "default/o").unwrap();
+    assert_eq!((o.schema, o.prefix.as_str()), (Schema::Cohere, "/v2"));
+    let c = compile(&text.replace("{name: Cohere, version: v2}", "{name: Cohere}")).unwrap();
+    assert_eq!(c.backends[0].prefix, "/v2");
 }

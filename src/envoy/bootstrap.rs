@@ -12,7 +12,7 @@ use super::{auth, failover, local_reply};
 use crate::config::{CaSource, Cluster, Config, Endpoint, HeaderMatch};
 use crate::contract::{
     ATTEMPT_LOG_KEY, ATTEMPT_LOG_NAMESPACE, BACKEND_HEADER, ENVOY_MAX_REQUEST_HEADERS,
-    ENVOY_MAX_REQUEST_HEADERS_KB, METADATA_NAMESPACE, MODEL_HEADER,
+    ENVOY_MAX_REQUEST_HEADERS_KB, METADATA_NAMESPACE, MODEL_HEADER, PINNED_HEADER,
 };
 
 /// Name of the processor's cluster.
@@ -376,9 +376,39 @@ fn access_log(config: &Config, options: &EnvoyOptions) -> Value {
     })
 }
 
-/// One route per (rule, match, backend), in rule order, then a JSON 404 for anything else.
+/// One route per backend that keeps stored responses, for the requests the processor pins to
+/// it ([`PINNED_HEADER`]); one per (rule, match, backend), in rule order; then a JSON 404 for
+/// anything else.
 fn routes(config: &Config, plan: &Plan) -> Vec<Value> {
     let mut routes = Vec::new();
+    for (id, backend) in config.backends.iter().enumerate() {
+        let Some(rule) = config
+            .rules
+            .iter()
+            .find(|r| r.backends.iter().any(|b| b.backend == id))
+        else {
+            continue;
+        };
+        if !crate::providers::serves(backend.schema, &crate::llm::Responses) {
+            continue;
+        }
+        let planned = plan.cluster_of(id);
+        let mut action = json!({
+            "cluster": planned.name,
+            "timeout": seconds(rule.request_timeout),
+        });
+        if let Some(idle) = rule.idle_timeout {
+            action["idle_timeout"] = json!(seconds(idle));
+        }
+        if let Some(host) = config.clusters[planned.cluster].host() {
+            action["host_rewrite_literal"] = json!(host);
+        }
+        routes.push(model_route(
+            &format!("pinned:{}", backend.name),
+            vec![json!({"name": PINNED_HEADER, "string_match": {"exact": backend.name}})],
+            action,
+        ));
+    }
     for rule in &config.rules {
         let name = rule.name(config);
         if rule.fails_over() {
@@ -443,7 +473,7 @@ fn model_route(name: &str, headers: Vec<Value>, action: Value) -> Value {
         "name": name,
         "match": {"prefix": "/", "headers": headers},
         "route": action,
-        "request_headers_to_remove": [MODEL_HEADER, BACKEND_HEADER, "x-envoy-external-address", "x-envoy-internal"],
+        "request_headers_to_remove": [MODEL_HEADER, BACKEND_HEADER, PINNED_HEADER, "x-envoy-external-address", "x-envoy-internal"],
         "request_headers_to_add": [{
             "header": {
                 "key": "x-forwarded-for",

@@ -150,11 +150,12 @@ pub fn upstream_filters(key: &KeySource) -> Value {
 }
 
 /// The credential injector that puts `key` on a request as its policy says
-/// (`Authorization: Bearer`, or `x-api-key`).
+/// (`Authorization: Bearer`, `x-api-key` or `api-key`).
 pub fn injector(key: &KeySource) -> Value {
     let (header, prefix) = match key.header {
         KeyHeader::Bearer => ("authorization", "Bearer "),
         KeyHeader::XApiKey => ("x-api-key", ""),
+        KeyHeader::ApiKey => ("api-key", ""),
     };
     json!({
         "name": "envoy.filters.http.credential_injector",

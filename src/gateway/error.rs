@@ -40,6 +40,8 @@ pub enum ClientError {
     },
     #[error("The gateway could not check this request's rate limits; try again later.")]
     BudgetsUnavailable,
+    #[error("Response '{0}' not found: this gateway does not know which backend holds it (a response is found at the backend that created it; this replica remembers that in memory, for responses it served).")]
+    ResponseNotFound(String),
     #[error("The model `{model}` is not served on {path}: its backends speak {schemas}, which do not serve this API.")]
     NotServed {
         model: String,
@@ -107,6 +109,12 @@ impl ClientError {
                 "rate_limit_exceeded",
                 None,
                 Some("rate_limit_exceeded"),
+            ),
+            ClientError::ResponseNotFound(_) => (
+                404,
+                "invalid_request_error",
+                None,
+                Some("response_not_found"),
             ),
             ClientError::NotServed { .. } => (
                 400,

@@ -8,6 +8,7 @@ mod clock;
 mod error;
 mod headers;
 mod identity;
+mod pins;
 mod record;
 mod reply;
 mod request;
@@ -44,6 +45,8 @@ pub struct Options {
     pub budgets: Option<std::sync::Arc<crate::budget::Budgets>>,
     /// Output tokens a request is estimated to use when it sets no bound (`max_tokens`...).
     pub default_output_estimate: u64,
+    /// Which backend holds each stored response (shared by every stream of the processor).
+    pub pins: std::sync::Arc<pins::Pins>,
 }
 
 impl Default for Options {
@@ -56,6 +59,7 @@ impl Default for Options {
             clock: Clock::default(),
             budgets: None,
             default_output_estimate: DEFAULT_OUTPUT_ESTIMATE,
+            pins: std::sync::Arc::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::config::{Config, StreamUsage, WeightedBackend};
 use crate::contract::{
     BACKEND_HEADER, CLIENT_MODEL_KEY, ENVOY_ADDED_HEADERS, MAX_REQUEST_HEADERS,
     MAX_REQUEST_HEADER_BYTES, MODEL_END_KEY, MODEL_HEADER, MODEL_START_KEY, PATH_SUFFIX_KEY,
+    PINNED_HEADER,
 };
 use crate::llm::{
     apply_edits, decode_all, parse_request, DecodeError, Edit, Family, Limits, Usage,
@@ -20,6 +21,7 @@ use super::attempts::Attempts;
 use super::error::ClientError;
 use super::headers::Headers;
 use super::identity;
+use super::pins;
 use super::reply::{Continue, MetaValue};
 use super::route::{random_pick, select, NoRoute, Selection};
 use super::Options;
@@ -36,6 +38,8 @@ pub(crate) struct Routed {
     pub user: String,
     /// The verified identity: `(header, value)` of the auth's identity headers.
     pub identity: Vec<(String, String)>,
+    /// Who may name the response later (see `pins`).
+    pub owner: String,
     pub started: Instant,
     /// When the request went upstream (the reply to its body).
     pub sent: Instant,
@@ -98,23 +102,39 @@ impl Request<'_> {
         let decoded = decode_request_body(headers, body, limits)?;
         let body = decoded.as_deref().unwrap_or(body);
         let info = parse_request(family, body)?;
-        let selection = select(config, headers, &info.model, family.api(), random_pick).map_err(
-            |e| match e {
+        let mut selection =
+            select(config, headers, &info.model, family, random_pick).map_err(|e| match e {
                 NoRoute::NoRule => ClientError::ModelNotFound(info.model.clone()),
                 NoRoute::NotServed { schemas } => ClientError::NotServed {
                     model: info.model.clone(),
-                    path: family.client_path(),
+                    path: family.path().to_string(),
                     schemas: schemas.join(", "),
                 },
-            },
-        )?;
+            })?;
+        let identity = identity_of(config, headers);
+        let user = user_of(options, headers);
+        let owner = pins::owner(&identity, &user);
         let rule = &config.rules[selection.rule];
+        // A request continuing a stored response goes to the rule's backend that holds it.
+        let pinned = info
+            .pin
+            .as_deref()
+            .and_then(|id| options.pins.find(id, &owner))
+            .and_then(|pin| {
+                rule.backends
+                    .iter()
+                    .position(|b| config.backends[b.backend].name == pin.backend)
+            });
+        if let Some(index) = pinned {
+            selection.backend_ref = index;
+            selection.backend = rule.backends[index].backend;
+        }
         let target = &rule.backends[selection.backend_ref];
         let backend = &config.backends[selection.backend];
         let route = &config.routes[rule.route];
         // Envoy fails over only where ai-extproc rendered its config (and Envoy injects the
         // keys); beside Envoy Gateway the processor routes to the first priority.
-        let failover = rule.fails_over() && !options.inject_keys;
+        let failover = rule.fails_over() && !options.inject_keys && pinned.is_none();
         let mut reply = Continue {
             clear_route_cache: true,
             ..Continue::default()
@@ -128,6 +148,11 @@ impl Request<'_> {
                 .push((MODEL_HEADER.into(), info.model.clone()));
         } else {
             routing_headers(&mut reply, &info.model, &backend.name);
+            if pinned.is_some() {
+                reply
+                    .set_headers
+                    .push((PINNED_HEADER.into(), backend.name.clone()));
+            }
         }
         // With failover, the request is rewritten here only for a first attempt whose backend
         // is certain (the first priority's only one), so that Envoy's filter works on retries.
@@ -225,19 +250,9 @@ impl Request<'_> {
             provider_model,
             stream: info.stream,
             request_id: identity::request_id(headers),
-            user: options
-                .user_header
-                .as_deref()
-                .and_then(|name| headers.get(name))
-                .map(identity::capped)
-                .unwrap_or_default(),
-            // Set by Envoy's authentication filters, which removed any the client sent.
-            identity: config.auth.as_ref().map_or_else(Vec::new, |auth| {
-                auth.identity_headers()
-                    .into_iter()
-                    .filter_map(|h| Some((h.to_string(), identity::capped(headers.get(h)?))))
-                    .collect()
-            }),
+            user,
+            identity,
+            owner,
             started,
             sent: options.clock.now(),
             status: 0,
@@ -309,10 +324,38 @@ fn routing_headers(reply: &mut Continue, model: &str, backend: &str) {
         .push((BACKEND_HEADER.into(), backend.to_string()));
 }
 
-/// Any other internal `x-ai-eg-*` header a client sent is dropped.
-fn strip_internal_headers(reply: &mut Continue, headers: &Headers) {
+/// The verified identity: set by Envoy's authentication filters, which removed any the client
+/// sent.
+fn identity_of(config: &Config, headers: &Headers) -> Vec<(String, String)> {
+    config.auth.as_ref().map_or_else(Vec::new, |auth| {
+        auth.identity_headers()
+            .into_iter()
+            .filter_map(|h| Some((h.to_string(), identity::capped(headers.get(h)?))))
+            .collect()
+    })
+}
+
+/// The user header's value (not verified).
+fn user_of(options: &Options, headers: &Headers) -> String {
+    options
+        .user_header
+        .as_deref()
+        .and_then(|name| headers.get(name))
+        .map(identity::capped)
+        .unwrap_or_default()
+}
+
+/// Who a request is, for the stored responses it may name.
+pub(super) fn owner(config: &Config, options: &Options, headers: &Headers) -> String {
+    pins::owner(&identity_of(config, headers), &user_of(options, headers))
+}
+
+/// Any other internal `x-ai-eg-*` header a client sent is dropped (one the reply sets is
+/// replaced instead).
+pub(super) fn strip_internal_headers(reply: &mut Continue, headers: &Headers) {
     for (name, _) in headers.iter() {
-        if name.starts_with("x-ai-eg-") && name != MODEL_HEADER && name != BACKEND_HEADER {
+        let set = reply.set_headers.iter().any(|(n, _)| n == name);
+        if name.starts_with("x-ai-eg-") && name != MODEL_HEADER && name != BACKEND_HEADER && !set {
             reply.remove_headers.push(name.to_string());
         }
     }

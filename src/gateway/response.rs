@@ -45,6 +45,8 @@ pub enum ResponseBody {
 pub struct ResponseOutcome {
     pub usage: Option<Usage>,
     pub response_model: Option<String>,
+    /// The response's id, where later requests may name it (the Responses API).
+    pub response_id: Option<String>,
     /// Streams: ms from sending the request to the first token, and the mean gap between tokens.
     pub time_to_first_token_ms: Option<f64>,
     pub inter_token_latency_ms: Option<f64>,
@@ -213,6 +215,7 @@ impl ResponseBody {
                         ResponseOutcome {
                             usage: info.usage,
                             response_model: info.model,
+                            response_id: info.id,
                             ..ResponseOutcome::default()
                         }
                     }
@@ -228,6 +231,7 @@ impl ResponseBody {
                 ResponseOutcome {
                     usage: reader.state.usage,
                     response_model: reader.state.model.clone(),
+                    response_id: reader.state.id.clone(),
                     time_to_first_token_ms: ttft,
                     inter_token_latency_ms: itl,
                     replacement: None,

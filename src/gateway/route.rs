@@ -5,7 +5,8 @@ use rand::Rng;
 
 use crate::config::{BackendId, Config, WeightedBackend};
 use crate::contract::MODEL_HEADER;
-use crate::llm::Api;
+use crate::llm::Family;
+use crate::providers;
 
 use super::headers::Headers;
 
@@ -25,19 +26,19 @@ pub struct Selection {
 pub enum NoRoute {
     /// No rule matches.
     NoRule,
-    /// The rule's backends (their schemas named) serve no family of the request's API.
+    /// The rule's backends (their schemas named) do not serve the request's family.
     NotServed { schemas: Vec<&'static str> },
 }
 
 /// The first rule matching `headers`, where `x-ai-eg-model` is taken as `model` whatever the
-/// client sent; then, among its backends whose schema serves `api` (a rule may hold an OpenAI
+/// client sent; then, among its backends whose schema serves `family` (a rule may hold an OpenAI
 /// and an Anthropic backend for one model), one by weight at the first priority (`pick` gets a
 /// number below the weights' total).
 pub fn select(
     config: &Config,
     headers: &Headers,
     model: &str,
-    api: Api,
+    family: &dyn Family,
     pick: impl FnOnce(u64) -> u64,
 ) -> Result<Selection, NoRoute> {
     let value_of = |name: &str| {
@@ -59,7 +60,7 @@ pub fn select(
         })
         .ok_or(NoRoute::NoRule)?;
     let rule = &config.rules[rule_index];
-    let serves = |b: &WeightedBackend| config.backends[b.backend].schema.serves(api);
+    let serves = |b: &WeightedBackend| providers::serves(config.backends[b.backend].schema, family);
     // The serving priority (a rule that fails over is routed by Envoy; this is the first
     // attempt's level, until the response names the backend that served).
     let Some(level) = rule

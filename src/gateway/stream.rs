@@ -7,14 +7,18 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::budget::{Claim, Verdict};
-use crate::config::Config;
-use crate::contract::{ATTEMPTS_HEADER, ATTEMPTS_KEY, FAILED_ATTEMPTS_KEY};
-use crate::llm::{model_body, models_body, Endpoint, Family, Usage};
+use crate::config::{Config, ServiceBackend};
+use crate::contract::{
+    ATTEMPTS_HEADER, ATTEMPTS_KEY, BACKEND_HEADER, FAILED_ATTEMPTS_KEY, MODEL_HEADER, PINNED_HEADER,
+};
+use crate::llm::{model_body, models_body, Endpoint, Family, Responses, Usage};
+use crate::providers;
 
 use super::attempts::Attempts;
 use super::budget;
 use super::error::{ClientError, StreamError};
 use super::headers::Headers;
+use super::pins;
 use super::reply::{BodyMode, Continue, Immediate, MetaValue, Reply};
 use super::request::{self, Request, Routed};
 use super::response::{ResponseBody, ResponseOutcome};
@@ -134,7 +138,7 @@ impl Stream {
         };
         let family = match endpoint {
             Endpoint::Api(family) => Some(family),
-            Endpoint::Models | Endpoint::Model => None,
+            Endpoint::Models | Endpoint::Model | Endpoint::StoredResponse => None,
         };
         if !endpoint.allows(&method) {
             let allowed = endpoint.allow();
@@ -144,6 +148,9 @@ impl Stream {
                 allowed,
             };
             return Ok(client_error(e, family));
+        }
+        if matches!(endpoint, Endpoint::StoredResponse) {
+            return Ok(self.stored_response(&headers, &path));
         }
         let Some(family) = family else {
             // The models; Envoy drops the body of a reply to HEAD.
@@ -166,6 +173,73 @@ impl Stream {
             buffer: BytesMut::new(),
         };
         Ok(Reply::Continue(Continue::default()))
+    }
+
+    /// A request about a stored response: to the backend that holds it (see `pins`), with
+    /// its path and key; nothing is metered (no model runs). The stream ends here for the
+    /// processor: the response passes unread.
+    fn stored_response(&self, headers: &Headers, path: &str) -> Reply {
+        let responses: &'static dyn Family = &Responses;
+        let id = pins::id_of(path);
+        let owner = request::owner(&self.config, &self.options, headers);
+        let serving = |b: &ServiceBackend| providers::serves(b.schema, responses);
+        let pin = self.options.pins.find(id, &owner);
+        let remembered = pin.as_ref().and_then(|p| {
+            self.config
+                .backends
+                .iter()
+                .position(|b| b.name == p.backend && serving(b))
+        });
+        // Unknown here: the only backend that serves the Responses API, if there is one.
+        let backend = remembered.or_else(|| {
+            let mut serving = self
+                .config
+                .backends
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| serving(b));
+            match (serving.next(), serving.next()) {
+                (Some((i, _)), None) => Some(i),
+                _ => None,
+            }
+        });
+        let not_found = || {
+            client_error(
+                ClientError::ResponseNotFound(id.to_string()),
+                Some(responses),
+            )
+        };
+        let Some(backend) = backend.map(|i| &self.config.backends[i]) else {
+            return not_found();
+        };
+        let key = backend
+            .api_key
+            .as_ref()
+            .filter(|_| self.options.inject_keys);
+        let Some(upstream) = providers::stored_response(backend, path, key) else {
+            return not_found();
+        };
+        let mut reply = Continue {
+            clear_route_cache: true,
+            ..Continue::default()
+        };
+        reply.set_headers.push((":path".into(), upstream.path));
+        reply.set_headers.extend(upstream.set_headers);
+        reply.remove_headers.extend(upstream.remove_headers);
+        reply.set_headers.extend([
+            (PINNED_HEADER.into(), backend.name.clone()),
+            (BACKEND_HEADER.into(), backend.name.clone()),
+        ]);
+        // Envoy Gateway's routes match the model (ai-extproc's own have a route per backend).
+        if let Some(pin) = pin.filter(|_| remembered.is_some()) {
+            reply.set_headers.push((MODEL_HEADER.into(), pin.model));
+        }
+        request::strip_internal_headers(&mut reply, headers);
+        reply.metadata = vec![
+            ("backend_name".into(), MetaValue::Str(backend.name.clone())),
+            ("original_path".into(), MetaValue::Str(path.to_string())),
+        ];
+        Reply::Continue(reply)
     }
 
     /// Request body (buffered whole by Envoy): validate, route, rewrite.
@@ -422,8 +496,22 @@ impl Stream {
             .map(|k| k.expose())
     }
 
-    /// The request ended: its reservations settled to what it used, its usage recorded.
+    /// The request ended: its reservations settled to what it used, its usage recorded, the
+    /// backend of a stored response remembered.
     fn emit(&self, routed: &Routed, outcome: &ResponseOutcome) {
+        if let Some(id) = &outcome.response_id {
+            let backend = routed.backend_name(&self.config);
+            if (200..300).contains(&routed.status) && !backend.is_empty() {
+                self.options.pins.remember(
+                    id,
+                    pins::Pin {
+                        backend: backend.to_string(),
+                        model: routed.requested_model.clone(),
+                        owner: routed.owner.clone(),
+                    },
+                );
+            }
+        }
         let charges = if routed.reservations.is_empty() {
             Vec::new()
         } else {

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::*;
 use crate::config::{load, load_str, CompileOptions, Config};
 use crate::contract::BACKEND_HEADER;
-use crate::llm::Api;
+use crate::llm::{Chat, Messages};
 
 fn config() -> Arc<Config> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -337,25 +337,25 @@ spec: {endpoints: [{ip: {address: 127.0.0.1, port: 1}}]}
     let config = load_str("w.yaml", yaml, &CompileOptions::default()).unwrap();
     let gold = Headers::from([("x-tenant", "gold"), ("x-ai-eg-model", "spoofed")]);
     assert_eq!(
-        select(&config, &gold, "m", Api::OpenAI, |_| 0).map(|s| s.rule),
+        select(&config, &gold, "m", &Chat, |_| 0).map(|s| s.rule),
         Ok(0)
     );
     let plain = Headers::default();
     let picks: Vec<usize> = (0..4)
         .map(|n| {
-            select(&config, &plain, "m", Api::OpenAI, |_| n)
+            select(&config, &plain, "m", &Chat, |_| n)
                 .unwrap()
                 .backend_ref
         })
         .collect();
     assert_eq!(picks, [0, 1, 1, 1]);
     assert_eq!(
-        select(&config, &plain, "other", Api::OpenAI, |_| 0),
+        select(&config, &plain, "other", &Chat, |_| 0),
         Err(NoRoute::NoRule)
     );
     // No backend of the rule speaks Anthropic's API: refused, naming the schemas.
     assert_eq!(
-        select(&config, &plain, "m", Api::Anthropic, |_| 0),
+        select(&config, &plain, "m", &Messages, |_| 0),
         Err(NoRoute::NotServed {
             schemas: vec!["OpenAI"]
         })
@@ -1066,13 +1066,9 @@ fn a_provider_text_error_is_quoted_up_to_a_character_boundary() {
 fn one_backend_needs_no_draw_and_draws_cover_every_weight() {
     let c = config();
     // A rule with one backend never draws (the draw would panic here).
-    let sel = select(
-        &c,
-        &Headers::default(),
-        "qwen-instruct",
-        Api::OpenAI,
-        |_| panic!("no draw for one backend"),
-    );
+    let sel = select(&c, &Headers::default(), "qwen-instruct", &Chat, |_| {
+        panic!("no draw for one backend")
+    });
     assert!(sel.is_ok());
     let mut seen = [false; 4];
     for _ in 0..1000 {

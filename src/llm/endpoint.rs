@@ -10,6 +10,9 @@ pub enum Endpoint {
     Models,
     /// `GET /v1/models/{id}` (the id may hold `/`, raw or percent-encoded).
     Model,
+    /// A stored response of the Responses API: `GET`/`DELETE /v1/responses/{id}`,
+    /// `GET .../input_items`, `POST .../cancel`; sent to the backend that holds it.
+    StoredResponse,
     /// `POST /v1/<family>`.
     Api(&'static dyn Family),
 }
@@ -27,6 +30,14 @@ impl Endpoint {
         {
             return Some(Self::Model);
         }
+        if let Some(rest) = bare.strip_prefix("/v1/responses/") {
+            let mut parts = rest.split('/');
+            let id = parts.next().unwrap_or("");
+            let sub = parts.next();
+            let known = matches!(sub, None | Some("input_items" | "cancel"));
+            return (!id.is_empty() && known && parts.next().is_none())
+                .then_some(Self::StoredResponse);
+        }
         family::from_path(path).map(Self::Api)
     }
 
@@ -34,6 +45,7 @@ impl Endpoint {
     pub fn allows(self, method: &str) -> bool {
         match self {
             Self::Models | Self::Model => matches!(method, "GET" | "HEAD"),
+            Self::StoredResponse => matches!(method, "GET" | "DELETE" | "POST"),
             Self::Api(_) => method == "POST",
         }
     }
@@ -42,6 +54,7 @@ impl Endpoint {
     pub fn allow(self) -> &'static str {
         match self {
             Self::Models | Self::Model => "GET, HEAD",
+            Self::StoredResponse => "GET, POST, DELETE",
             Self::Api(_) => "POST",
         }
     }
@@ -52,11 +65,12 @@ impl Endpoint {
 pub fn supported() -> String {
     let mut list: Vec<String> = Vec::new();
     for f in FAMILIES {
-        list.push(format!("POST {}", f.client_path()));
+        list.push(format!("POST {}", f.path()));
         list.extend(f.aliases().iter().map(|a| format!("POST {a}")));
     }
     list.push("GET /v1/models".into());
     list.push("GET /v1/models/{id}".into());
+    list.push("GET/DELETE /v1/responses/{id}".into());
     list.join(", ")
 }
 
@@ -79,6 +93,22 @@ mod tests {
             Some(Endpoint::Model)
         ));
         assert!(Endpoint::from_path("/v1/models/").is_none());
+        for stored in [
+            "/v1/responses/resp_1",
+            "/v1/responses/resp_1/input_items?limit=1",
+            "/v1/responses/resp_1/cancel",
+        ] {
+            assert!(matches!(
+                Endpoint::from_path(stored),
+                Some(Endpoint::StoredResponse)
+            ));
+        }
+        assert!(Endpoint::from_path("/v1/responses/").is_none());
+        assert!(Endpoint::from_path("/v1/responses/resp_1/other").is_none());
+        assert!(matches!(
+            Endpoint::from_path("/v1/responses"),
+            Some(Endpoint::Api(f)) if f.name() == "responses"
+        ));
         assert!(Endpoint::Models.allows("HEAD") && !Endpoint::Models.allows("POST"));
         let chat = Endpoint::from_path("/v1/chat/completions").unwrap();
         assert!(chat.allows("POST") && !chat.allows("GET"));
@@ -86,7 +116,7 @@ mod tests {
         assert_eq!(Endpoint::Models.allow(), "GET, HEAD");
         assert_eq!(
             supported(),
-            "POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, POST /v1/responses, POST /v1/messages, POST /anthropic/v1/messages, GET /v1/models, GET /v1/models/{id}"
+            "POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, POST /v1/responses, POST /v1/messages, POST /anthropic/v1/messages, POST /v1/messages/count_tokens, POST /anthropic/v1/messages/count_tokens, POST /v1/rerank, POST /cohere/v2/rerank, POST /v1/images/generations, GET /v1/models, GET /v1/models/{id}, GET/DELETE /v1/responses/{id}"
         );
     }
 }

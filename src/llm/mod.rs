@@ -14,7 +14,10 @@ mod usage;
 pub use decode::{decode_all, DecodeError, Decoder, Limits, MAX_DECODED, MAX_RATIO, RATIO_FLOOR};
 pub use endpoint::{supported, Endpoint};
 pub use error::{ErrorBody, OpenAIError};
-pub use family::{Api, Chat, Completions, Embeddings, Family, Messages, Responses, FAMILIES};
+pub use family::{
+    Api, Chat, CohereRerank, Completions, CountTokens, Embeddings, Family, Images, Messages,
+    Rerank, Responses, FAMILIES,
+};
 pub use models::{model_body, models_body};
 pub use request::{
     apply_edits, model_edit, parse_request, rewrite_model, Edit, RequestError, RequestInfo, Shape,

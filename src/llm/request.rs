@@ -33,6 +33,8 @@ pub struct RequestInfo {
     /// The most output tokens asked for (`max_tokens`, `max_completion_tokens` or
     /// `max_output_tokens`), when a whole number.
     pub max_output_tokens: Option<u64>,
+    /// The earlier response this one continues (the family's [`Family::pin_field`]).
+    pub pin: Option<String>,
 }
 
 /// Why a request body is refused. Every variant is a client error (400).
@@ -86,6 +88,8 @@ impl RequestError {
 /// rather than forwarded for the provider to choke on.
 struct View<'a> {
     required: &'static [&'static str],
+    pin_field: Option<&'static str>,
+    pin: Option<&'a RawValue>,
     model: Option<&'a RawValue>,
     /// Shapes of the `required` fields, in their order.
     fields: [Option<Shape>; MAX_REQUIRED],
@@ -107,11 +111,14 @@ enum Field {
     MaxTokens(usize),
     /// The family's required field at this index.
     Required(usize),
+    /// The family's pin field.
+    Pin,
     Other,
 }
 
-/// Reads a key as a [`Field`] without allocating (escaped keys are compared once unescaped).
-struct KeySeed(&'static [&'static str]);
+/// Reads a key as a [`Field`] without allocating (escaped keys are compared once unescaped):
+/// the family's required fields and its pin field.
+struct KeySeed(&'static [&'static str], Option<&'static str>);
 
 impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
     type Value = Field;
@@ -137,6 +144,7 @@ impl serde::de::Visitor<'_> for KeySeed {
             _ if self.0.contains(&key) => {
                 Field::Required(self.0.iter().position(|f| *f == key).unwrap_or(0))
             }
+            _ if self.1 == Some(key) => Field::Pin,
             _ if MAX_TOKEN_FIELDS.contains(&key) => {
                 Field::MaxTokens(MAX_TOKEN_FIELDS.iter().position(|f| *f == key).unwrap_or(0))
             }
@@ -153,6 +161,7 @@ impl<'a> View<'a> {
             Field::StreamOptions => "stream_options",
             Field::MaxTokens(i) => MAX_TOKEN_FIELDS[i],
             Field::Required(i) => self.required[i],
+            Field::Pin => self.pin_field.unwrap_or(""),
             Field::Other => "",
         }
     }
@@ -187,7 +196,7 @@ impl<'de: 'a, 'a> serde::de::Visitor<'de> for View<'a> {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<View<'a>, A::Error> {
-        while let Some(field) = map.next_key_seed(KeySeed(self.required))? {
+        while let Some(field) = map.next_key_seed(KeySeed(self.required, self.pin_field))? {
             // As with serde's `Option`, a `null` is an absent field, except for
             // `stream_options`, whose `null` is a value to replace.
             match field {
@@ -206,6 +215,7 @@ impl<'de: 'a, 'a> serde::de::Visitor<'de> for View<'a> {
                     self.max_tokens = self.max_tokens.or(value);
                 }
                 Field::Required(i) => self.fields[i] = self.once(&mut map, field)?,
+                Field::Pin => self.pin = self.once(&mut map, field)?,
                 Field::MaxTokens(_) => {
                     let value: Option<&'a RawValue> = self.once(&mut map, field)?;
                     self.max_tokens = self.max_tokens.or(value);
@@ -242,6 +252,8 @@ pub fn parse_request(family: &dyn Family, body: &[u8]) -> Result<RequestInfo, Re
     let required = family.required();
     let view = View {
         required,
+        pin_field: family.pin_field(),
+        pin: None,
         model: None,
         fields: [None; MAX_REQUIRED],
         stream: None,
@@ -276,6 +288,16 @@ pub fn parse_request(family: &dyn Family, body: &[u8]) -> Result<RequestInfo, Re
             })
         }
     };
+    let pin =
+        match view.pin {
+            None => None,
+            Some(v) => Some(serde_json::from_str::<String>(v.get()).map_err(|_| {
+                RequestError::WrongType {
+                    field: family.pin_field().unwrap_or(""),
+                    expected: "a string",
+                }
+            })?),
+        };
     let include_usage = view
         .stream_options
         .and_then(|o| serde_json::from_str::<StreamOptions>(o.get()).ok())
@@ -289,6 +311,7 @@ pub fn parse_request(family: &dyn Family, body: &[u8]) -> Result<RequestInfo, Re
         include_usage,
         object_start: object_start.unwrap_or(0),
         max_output_tokens: view.max_tokens.and_then(|v| v.get().parse().ok()),
+        pin,
     })
 }
 

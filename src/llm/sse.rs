@@ -39,6 +39,8 @@ pub struct SseState {
     pub usage: Option<Usage>,
     /// First model named.
     pub model: Option<String>,
+    /// The response's id, where a later request may name it (the Responses API).
+    pub id: Option<String>,
     /// Events read.
     pub events: u64,
     /// Events whose data was not JSON (passed through all the same).

@@ -20,4 +20,6 @@ pub struct ResponseInfo {
     pub usage: Option<Usage>,
     /// The `model` the provider reports.
     pub model: Option<String>,
+    /// The response's id, where a later request may name it (the Responses API).
+    pub id: Option<String>,
 }

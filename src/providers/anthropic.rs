@@ -52,6 +52,7 @@ mod tests {
             name: "ns/b".into(),
             schema: Schema::Anthropic,
             prefix: "/inference/v1".into(),
+            api_version: None,
             api_key: None,
             key_source: None,
             cluster: 0,

@@ -7,10 +7,12 @@
 //! at another backend gets that backend's answer.
 
 mod anthropic;
+mod azure;
+mod cohere;
 mod openai;
 
 use crate::config::{Schema, SecretString, ServiceBackend};
-use crate::llm::{Edit, Family, RequestInfo};
+use crate::llm::{Api, Edit, Family, RequestInfo};
 
 /// A request as the gateway routed it, to be sent to one backend.
 #[derive(Debug, Clone, Copy)]
@@ -46,5 +48,42 @@ pub fn upstream(target: &Target<'_>) -> Upstream {
     match target.backend.schema {
         Schema::OpenAI => openai::upstream(target),
         Schema::Anthropic => anthropic::upstream(target),
+        Schema::AzureOpenAI => azure::upstream(target),
+        Schema::Cohere => cohere::upstream(target),
+    }
+}
+
+/// A request about a stored response (`/v1/responses/{id}[/...]`, no body) as `backend`
+/// expects it, with `key` when the processor puts it on; `None` when its schema has no
+/// stored responses.
+pub fn stored_response(
+    backend: &ServiceBackend,
+    client_path: &str,
+    key: Option<&SecretString>,
+) -> Option<Upstream> {
+    match backend.schema {
+        Schema::OpenAI => Some(openai::stored_response(backend, client_path, key)),
+        Schema::AzureOpenAI => Some(azure::stored_response(backend, client_path, key)),
+        Schema::Anthropic | Schema::Cohere => None,
+    }
+}
+
+/// Whether a backend of `schema` serves `family` (a rule may hold backends of several
+/// schemas for one model; each request goes to those that serve its family).
+pub fn serves(schema: Schema, family: &dyn Family) -> bool {
+    match schema {
+        Schema::OpenAI => family.api() == Api::OpenAI,
+        Schema::Anthropic => family.api() == Api::Anthropic,
+        Schema::AzureOpenAI => azure::serves(family),
+        Schema::Cohere => family.api() == Api::Cohere,
+    }
+}
+
+/// The path prefix of a backend whose AIServiceBackend names neither prefix nor version.
+pub fn default_prefix(schema: Schema) -> &'static str {
+    match schema {
+        Schema::OpenAI | Schema::Anthropic => "/v1",
+        Schema::AzureOpenAI => "",
+        Schema::Cohere => cohere::DEFAULT_PREFIX,
     }
 }

@@ -3,6 +3,7 @@
 //! the body's `model` field.
 
 use super::{Target, Upstream};
+use crate::config::{SecretString, ServiceBackend};
 use crate::llm::model_edit;
 
 pub(super) fn upstream(target: &Target<'_>) -> Upstream {
@@ -27,6 +28,28 @@ pub(super) fn upstream(target: &Target<'_>) -> Upstream {
     up
 }
 
+/// `{prefix}/responses/{id}...` for a stored response.
+pub(super) fn stored_response(
+    backend: &ServiceBackend,
+    client_path: &str,
+    key: Option<&SecretString>,
+) -> Upstream {
+    let rest = client_path.strip_prefix("/v1").unwrap_or(client_path);
+    let mut up = Upstream {
+        path: format!("{}{rest}", backend.prefix),
+        set_headers: Vec::new(),
+        remove_headers: Vec::new(),
+        edits: Vec::new(),
+    };
+    match key {
+        Some(key) => up
+            .set_headers
+            .push(("authorization".into(), format!("Bearer {}", key.expose()))),
+        None => up.remove_headers.push("authorization".into()),
+    }
+    up
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{upstream, Target};
@@ -38,6 +61,7 @@ mod tests {
             name: "ns/b".into(),
             schema: Schema::OpenAI,
             prefix: prefix.into(),
+            api_version: None,
             api_key: None,
             key_source: None,
             cluster: 0,

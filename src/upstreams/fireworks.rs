@@ -7,7 +7,10 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
+mod azure;
+mod cohere;
 mod messages;
+mod rerank;
 mod responses;
 
 use super::record::Recorded;
@@ -17,7 +20,7 @@ const PREFIX: &str = "/inference/v1";
 const CREATED: i64 = 1_768_319_392;
 
 /// The models the fake serves: id and what it does.
-pub const FAKE_MODELS: [(&str, ModelKind); 4] = [
+pub const FAKE_MODELS: [(&str, ModelKind); 5] = [
     (
         "accounts/fireworks/models/qwen3-vl-235b-a22b-instruct",
         ModelKind::Chat,
@@ -34,6 +37,7 @@ pub const FAKE_MODELS: [(&str, ModelKind); 4] = [
         "accounts/fireworks/models/llama-v3p1-8b-instruct",
         ModelKind::Chat,
     ),
+    ("fireworks/qwen3-reranker-8b", ModelKind::Rerank),
 ];
 
 /// What a model does.
@@ -42,6 +46,30 @@ pub enum ModelKind {
     Chat,
     Thinking,
     Embedding,
+    Rerank,
+}
+
+impl ModelKind {
+    /// Whether it generates text (chat, completions, responses, messages).
+    fn generates(self) -> bool {
+        matches!(self, Self::Chat | Self::Thinking)
+    }
+}
+
+/// Which provider's API a fake answers as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Speaks {
+    /// Fireworks' inference API (OpenAI's endpoints, Anthropic's Messages, rerank).
+    #[default]
+    Fireworks,
+    /// Anthropic's own API: only `/messages` (and `/messages/count_tokens`), the key only as
+    /// `x-api-key`, `anthropic-version` required, errors in Anthropic's envelope.
+    Anthropic,
+    /// Azure OpenAI: `/openai/deployments/{deployment}/...` and `/openai/responses`, the key as
+    /// `api-key`, `api-version` required; deployments are the chat models it serves.
+    AzureOpenAI,
+    /// Cohere's v2 API: `/v2/rerank` with a Bearer key, errors as `{"message"}`.
+    Cohere,
 }
 
 /// Settings of the fake.
@@ -59,9 +87,10 @@ pub struct FireworksOptions {
     pub host: String,
     /// Chat model ids it serves besides Fireworks' (a stand-in for another provider).
     pub extra_chat_models: Vec<String>,
-    /// A stand-in for Anthropic's own API: only `/messages`, the key only as `x-api-key`,
-    /// `anthropic-version` required, errors in Anthropic's envelope.
-    pub anthropic: bool,
+    /// Whose API it answers as (a stand-in for another provider than Fireworks).
+    pub speaks: Speaks,
+    /// Responses it stored (`store` not false), for `GET`/`DELETE /responses/{id}`.
+    pub stored: responses::Store,
 }
 
 impl Default for FireworksOptions {
@@ -73,7 +102,8 @@ impl Default for FireworksOptions {
             name: "fireworks".to_string(),
             host: "api.fireworks.ai".to_string(),
             extra_chat_models: Vec::new(),
-            anthropic: false,
+            speaks: Speaks::Fireworks,
+            stored: responses::Store::default(),
         }
     }
 }
@@ -304,8 +334,11 @@ fn respond(req: &Recorded, options: &FireworksOptions) -> http::Response<Body> {
     if let Some(fault) = options.fault(req) {
         return fault_response(fault, req, &request_id);
     }
-    if options.anthropic {
-        return messages::as_anthropic(req, options, endpoint);
+    match options.speaks {
+        Speaks::Fireworks => {}
+        Speaks::Anthropic => return messages::as_anthropic(req, options, endpoint),
+        Speaks::AzureOpenAI => return azure::respond(req, options, endpoint, &request_id),
+        Speaks::Cohere => return cohere::respond(req, options, endpoint),
     }
     let bearer =
         req.header("authorization") == Some(format!("Bearer {}", options.api_key).as_str());
@@ -325,7 +358,11 @@ fn respond(req: &Recorded, options: &FireworksOptions) -> http::Response<Body> {
         ("POST", "/completions") => generate(req, options, &request_id, Kind::Completion),
         ("POST", "/embeddings") => embeddings(req, options, &request_id),
         ("POST", "/responses") => responses::respond(req, options),
+        ("GET" | "DELETE", e) if e.starts_with("/responses/") => {
+            responses::stored(req, options, &e["/responses/".len()..])
+        }
         ("POST", "/messages") => messages::respond(req, options),
+        ("POST", "/rerank") => rerank::respond(req, options, &request_id),
         _ => json_response(
             404,
             &json!({"error": {"message": format!("Path not found: {path}"), "code": "NOT_FOUND"}}),
@@ -522,9 +559,9 @@ fn generate(
         Ok(m) => m,
         Err(r) => return r.response(),
     };
-    if model_kind == ModelKind::Embedding {
+    if !model_kind.generates() {
         return validation_error(format!(
-            "Model {model} is an embedding model and does not support this endpoint"
+            "Model {model} is not a text generation model and does not support this endpoint"
         ));
     }
     let prompt = match prompt_tokens(&body, kind) {

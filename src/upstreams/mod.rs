@@ -10,7 +10,7 @@ mod testupstream;
 mod tls;
 
 pub use fireworks::{
-    FireworksOptions, FAKE_MODELS, FAULT_HEADER as FAKE_FIREWORKS_FAULT_HEADER,
+    FireworksOptions, Speaks, FAKE_MODELS, FAULT_HEADER as FAKE_FIREWORKS_FAULT_HEADER,
     STREAM_USAGE_HEADER as FAKE_FIREWORKS_STREAM_USAGE_HEADER,
 };
 pub use record::{Recorded, Recorder};

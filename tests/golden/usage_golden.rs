@@ -3,7 +3,10 @@
 
 use std::time::Instant;
 
-use ai_extproc::llm::{Chat, Completions, Embeddings, Family, Messages, Responses, SseReader};
+use ai_extproc::llm::{
+    Chat, CohereRerank, Completions, Embeddings, Family, Images, Messages, Rerank, Responses,
+    SseReader,
+};
 use serde_json::json;
 
 use crate::root;
@@ -16,7 +19,7 @@ fn fixtures_match_their_snapshots() {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    assert!(files.len() >= 13);
+    assert!(files.len() >= 17);
     for file in files {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let bytes = std::fs::read(&file).unwrap();
@@ -29,6 +32,12 @@ fn fixtures_match_their_snapshots() {
             &Responses
         } else if name.contains("anthropic") {
             &Messages
+        } else if name.contains("cohere_rerank") {
+            &CohereRerank
+        } else if name.contains("rerank") {
+            &Rerank
+        } else if name.contains("images") {
+            &Images
         } else {
             &Chat
         };
@@ -41,11 +50,11 @@ fn fixtures_match_their_snapshots() {
             }
             r.finish(now);
             let s = r.state;
-            json!({"usage": s.usage.map(|u| format!("{u:?}")), "model": s.model, "events": s.events,
+            json!({"usage": s.usage.map(|u| format!("{u:?}")), "model": s.model, "id": s.id, "events": s.events,
                    "token_events": s.token_events, "malformed": s.malformed, "done": s.done})
         } else {
             let info = family.response_info(&bytes);
-            json!({"usage": info.usage.map(|u| format!("{u:?}")), "model": info.model})
+            json!({"usage": info.usage.map(|u| format!("{u:?}")), "model": info.model, "id": info.id})
         };
         insta::assert_yaml_snapshot!(format!("usage__{name}"), read);
     }

@@ -71,6 +71,7 @@ fn envoy_config_writes_what_the_library_renders() {
             "envoy-config",
             "examples/basic.yaml",
             "examples/fireworks.yaml",
+            "examples/fireworks-apis.yaml",
             "--system-ca-file",
             "/etc/ssl/certs/ca-certificates.crt",
             "--secret-env",

@@ -29,7 +29,10 @@ pub(crate) fn examples_config() -> config::Config {
         )],
         ..CompileOptions::default()
     };
-    config::load(&examples(), &options).unwrap()
+    // What `make run` and docker-compose load: the guide's files and the other APIs'.
+    let mut files = examples();
+    files.push(crate::harness::root().join("examples/fireworks-apis.yaml"));
+    config::load(&files, &options).unwrap()
 }
 
 /// Has the real Envoy validate a bootstrap.

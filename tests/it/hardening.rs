@@ -19,6 +19,11 @@ struct Case {
     expect: Option<&'static str>,
 }
 
+/// Paths of the Anthropic API, whose errors take Anthropic's envelope.
+fn is_anthropic(path: &str) -> bool {
+    path.starts_with("/anthropic/") || path.starts_with("/v1/messages")
+}
+
 fn chat(body: &str) -> Vec<u8> {
     body.as_bytes().to_vec()
 }
@@ -206,9 +211,44 @@ fn cases() -> Vec<Case> {
         case(
             "body over the limit",
             C,
+            too_big.clone().into_bytes(),
+            413,
+            Some("request_too_large"),
+        ),
+        case(
+            "messages body over the limit (Envoy's 413 in Anthropic's envelope)",
+            "/v1/messages",
             too_big.into_bytes(),
             413,
             Some("request_too_large"),
+        ),
+        case(
+            "messages without max_tokens",
+            "/anthropic/v1/messages",
+            chat(r#"{"model":"qwen-instruct","messages":[{"role":"user","content":"Hi"}]}"#),
+            400,
+            Some("invalid_request_error"),
+        ),
+        case(
+            "count_tokens for an unknown model",
+            "/v1/messages/count_tokens",
+            chat(r#"{"model":"no-such-model","messages":[{"role":"user","content":"Hi"}]}"#),
+            404,
+            Some("not_found_error"),
+        ),
+        case(
+            "rerank without documents",
+            "/v1/rerank",
+            chat(r#"{"model":"qwen-instruct","query":"q"}"#),
+            400,
+            Some("documents"),
+        ),
+        case(
+            "image generation with a prompt that is not a string",
+            "/v1/images/generations",
+            chat(r#"{"model":"qwen-instruct","prompt":["a"]}"#),
+            400,
+            Some("prompt"),
         ),
         case("9 MB vision body", C, vision.into_bytes(), 200, None),
         case(
@@ -309,6 +349,23 @@ async fn bad_input_gets_clear_errors() {
         let mut problem = None;
         if status != c.status {
             problem = Some(format!("status {status}, want {}", c.status));
+        } else if c.status >= 400 && is_anthropic(c.path) {
+            // Anthropic's envelope; `expect` is the error's type.
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if !ct.starts_with("application/json")
+                || v["type"] != "error"
+                || !v["error"]["message"].is_string()
+                || Some(v["error"]["type"].as_str().unwrap_or("")) != c.expect
+            {
+                problem = Some(format!(
+                    "not Anthropic's error of type {:?} ({ct}): {}",
+                    c.expect,
+                    &text[..text.len().min(200)]
+                ));
+            }
+            if gw.fireworks().len() != before {
+                problem = Some("a refused request reached the provider".into());
+            }
         } else if c.status >= 400 {
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let err = &v["error"];

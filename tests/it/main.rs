@@ -10,6 +10,7 @@
 // Tests fail loudly: unwrap and expect are the point here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod apis;
 mod auth;
 mod budgets;
 mod budgets_redis;

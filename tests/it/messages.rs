@@ -174,7 +174,7 @@ async fn envoy_ai_gateways_anthropic_example_reaches_anthropic_with_x_api_key() 
             prefix: "/v1".into(),
             host: "api.anthropic.com".into(),
             extra_chat_models: vec![MODEL.into()],
-            anthropic: true,
+            speaks: upstreams::Speaks::Anthropic,
             ..FireworksOptions::default()
         }),
         "127.0.0.1:0".parse().unwrap(),
@@ -233,7 +233,33 @@ async fn envoy_ai_gateways_anthropic_example_reaches_anthropic_with_x_api_key() 
         "{e}"
     );
     // The Anthropic SDK, streamed and not.
-    let out = python("anthropic_messages.py", &[&gw.base, MODEL]).await;
+    let out = python("anthropic_messages.py", &[&gw.base, MODEL, "count"]).await;
     assert!(out.contains("json_usage"), "{out}");
     assert!(!format!("{:?}", anthropic.recorder.all()).contains("sk-ant-client"));
+    // Counting tokens (the SDK did above) reaches Anthropic's path with the key, and is not
+    // usage: its record has no tokens.
+    let counts: Vec<_> = anthropic
+        .recorder
+        .all()
+        .into_iter()
+        .filter(|r| r.path == "/v1/messages/count_tokens")
+        .collect();
+    assert_eq!(counts.len(), 1);
+    assert_eq!(counts[0].header("x-api-key"), Some("ANTHROPIC_API_KEY"));
+    let mut counted = None;
+    for _ in 0..200 {
+        counted = records(&gw, 1)
+            .await
+            .into_iter()
+            .find(|r| r["endpoint"] == "count_tokens");
+        if counted.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let counted = counted.expect("a record of the count");
+    assert!(
+        counted["input_tokens"].as_u64().unwrap_or(0) == 0,
+        "{counted}"
+    );
 }

@@ -1,11 +1,13 @@
 """The real `anthropic` SDK against the gateway (base_url at the gateway, as Claude-style clients
-set it). Usage: anthropic_messages.py BASE_URL MODEL; prints one JSON line of what it saw."""
+set it). Usage: anthropic_messages.py BASE_URL MODEL [count]; prints one JSON line of what it
+saw. With `count`, also counts tokens (`/v1/messages/count_tokens`, where the provider serves it)."""
 import json
 import sys
 
 import anthropic
 
 base, model = sys.argv[1], sys.argv[2]
+count = sys.argv[3:] == ["count"]
 client = anthropic.Anthropic(base_url=base, api_key="sk-ant-client-key-never-forwarded")
 messages = [{"role": "user", "content": "Hello!"}]
 
@@ -29,7 +31,13 @@ try:
 except anthropic.BadRequestError as e:
     assert e.body["type"] == "error" and e.body["error"]["type"] == "invalid_request_error", e.body
 
+counted = None
+if count:
+    counted = client.messages.count_tokens(model=model, messages=messages).input_tokens
+    assert counted > 0, counted
+
 print(json.dumps({
+    "counted": counted,
     "json_usage": m.usage.model_dump(),
     "stream_usage": final.usage.model_dump(),
     "text": text,

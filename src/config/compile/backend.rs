@@ -30,12 +30,33 @@ impl Compiler<'_> {
             self.err(loc, "spec.schema.name", message);
             Schema::OpenAI
         });
+        // Azure's version is its api-version, and its paths are its own (`/openai/...`).
+        let api_version = if schema == Schema::AzureOpenAI {
+            if spec.schema.prefix.is_some() {
+                self.err(
+                    loc,
+                    "spec.schema.prefix",
+                    "AzureOpenAI paths are /openai/deployments/{model}/...; a prefix is not supported",
+                );
+            }
+            if spec.schema.version.is_none() {
+                self.err(
+                    loc,
+                    "spec.schema.version",
+                    "AzureOpenAI needs its api-version here (e.g. 2025-01-01-preview)",
+                );
+            }
+            spec.schema.version.clone()
+        } else {
+            None
+        };
         let prefix = match (&spec.schema.prefix, &spec.schema.version) {
+            _ if schema == Schema::AzureOpenAI => String::new(),
             (Some(p), _) => p.clone(),
             (None, Some(v)) => format!("/{}", v.trim_start_matches('/')),
-            (None, None) => "/v1".to_string(),
+            (None, None) => crate::providers::default_prefix(schema).to_string(),
         };
-        if !prefix.starts_with('/') {
+        if !prefix.starts_with('/') && schema != Schema::AzureOpenAI {
             self.err(loc, "spec.schema.prefix", "must start with '/'");
         }
         let prefix = prefix.trim_end_matches('/').to_string();
@@ -82,6 +103,7 @@ impl Compiler<'_> {
             name: format!("{}/{}", k.0, k.1),
             schema,
             prefix,
+            api_version,
             api_key,
             key_source,
             cluster: cluster.unwrap_or(0),
@@ -142,12 +164,21 @@ impl Compiler<'_> {
                 KeyHeader::XApiKey,
                 "anthropicAPIKey",
             ),
+            "AzureAPIKey" => (&policy.spec.azure_api_key, KeyHeader::ApiKey, "azureAPIKey"),
+            "AzureCredentials" => {
+                self.err(
+                    &policy.location,
+                    "spec.azureCredentials",
+                    "Entra ID client credentials (a token fetched and refreshed) are not supported yet; use type AzureAPIKey with azureAPIKey.secretRef",
+                );
+                return None;
+            }
             other => {
                 self.err(
                     &policy.location,
                     "spec.type",
                     format!(
-                        "policy type {other:?} is not supported (supported: APIKey, AnthropicAPIKey)"
+                        "policy type {other:?} is not supported (supported: APIKey, AnthropicAPIKey, AzureAPIKey)"
                     ),
                 );
                 return None;
@@ -161,6 +192,17 @@ impl Compiler<'_> {
             );
             return None;
         };
+        if header == KeyHeader::ApiKey && obj.spec.schema.name != "AzureOpenAI" {
+            self.err(
+                &policy.location,
+                "spec.type",
+                format!(
+                    "AzureAPIKey sends the key as api-key, for backends of schema AzureOpenAI; {}/{} is {}",
+                    k.0, k.1, obj.spec.schema.name
+                ),
+            );
+            return None;
+        }
         if header == KeyHeader::XApiKey && obj.spec.schema.name != "Anthropic" {
             self.err(
                 &policy.location,

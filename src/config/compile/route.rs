@@ -230,6 +230,18 @@ impl<'a> Compiler<'a> {
                 format!("{path}.backendRefs"),
                 "a rule that fails over (several priorities) needs backends of one schema",
             );
+        } else if fails_over
+            && backends
+                .iter()
+                .any(|b| schemas(b) == crate::config::Schema::AzureOpenAI)
+        {
+            // Envoy rewrites each attempt's path as prefix + endpoint; Azure's path holds the
+            // deployment (the model) and the api-version.
+            self.err(
+                loc,
+                format!("{path}.backendRefs"),
+                "failover (several priorities) across AzureOpenAI backends is not supported yet",
+            );
         }
         self.config.rules.push(Rule {
             route,

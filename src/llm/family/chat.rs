@@ -24,6 +24,10 @@ impl Family for Chat {
         "/chat/completions"
     }
 
+    fn path(&self) -> &'static str {
+        "/v1/chat/completions"
+    }
+
     fn required(&self) -> &'static [&'static str] {
         &["messages"]
     }

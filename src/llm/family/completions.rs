@@ -24,6 +24,10 @@ impl Family for Completions {
         "/completions"
     }
 
+    fn path(&self) -> &'static str {
+        "/v1/completions"
+    }
+
     fn required(&self) -> &'static [&'static str] {
         &["prompt"]
     }

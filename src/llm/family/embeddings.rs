@@ -24,6 +24,10 @@ impl Family for Embeddings {
         "/embeddings"
     }
 
+    fn path(&self) -> &'static str {
+        "/v1/embeddings"
+    }
+
     fn required(&self) -> &'static [&'static str] {
         &["input"]
     }

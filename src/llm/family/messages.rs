@@ -103,6 +103,10 @@ impl Family for Messages {
         "/messages"
     }
 
+    fn path(&self) -> &'static str {
+        "/v1/messages"
+    }
+
     fn aliases(&self) -> &'static [&'static str] {
         &["/anthropic/v1/messages"]
     }
@@ -116,17 +120,7 @@ impl Family for Messages {
     }
 
     fn check(&self, fields: &[Option<Shape>]) -> Result<(), RequestError> {
-        match fields.first().copied().flatten() {
-            None => return Err(RequestError::MissingField("messages")),
-            Some(Shape::Array { empty: true }) => return Err(RequestError::EmptyMessages),
-            Some(Shape::Array { empty: false }) => {}
-            Some(Shape::String | Shape::Other) => {
-                return Err(RequestError::WrongType {
-                    field: "messages",
-                    expected: "an array",
-                })
-            }
-        }
+        check_messages(fields.first().copied().flatten())?;
         match fields.get(1).copied().flatten() {
             None => Err(RequestError::MissingField("max_tokens")),
             Some(Shape::Other) => Ok(()),
@@ -146,6 +140,7 @@ impl Family for Messages {
             Ok(m) => ResponseInfo {
                 usage: m.usage.map(|u| u.merge(None)),
                 model: m.model.map(Cow::into_owned),
+                id: None,
             },
             Err(_) => ResponseInfo::default(),
         }
@@ -186,18 +181,40 @@ impl Family for Messages {
         _param: Option<&'static str>,
         code: Option<&'static str>,
     ) -> Vec<u8> {
-        // Anthropic's error types for what the gateway refuses.
-        let kind = match (kind, code) {
-            (_, Some("model_not_found" | "unknown_url")) => "not_found_error",
-            ("rate_limit_exceeded", _) => "rate_limit_error",
-            ("service_unavailable", _) => "overloaded_error",
-            ("invalid_request_error", _) => "invalid_request_error",
-            _ => "api_error",
-        };
-        let message = serde_json::to_string(&message).unwrap_or_default();
-        format!(r#"{{"type":"error","error":{{"type":"{kind}","message":{message}}}}}"#)
-            .into_bytes()
+        error_body(message, kind, code)
     }
+}
+
+/// `messages`: a non-empty array.
+pub(super) fn check_messages(shape: Option<Shape>) -> Result<(), RequestError> {
+    match shape {
+        None => Err(RequestError::MissingField("messages")),
+        Some(Shape::Array { empty: true }) => Err(RequestError::EmptyMessages),
+        Some(Shape::Array { empty: false }) => Ok(()),
+        Some(Shape::String | Shape::Other) => Err(RequestError::WrongType {
+            field: "messages",
+            expected: "an array",
+        }),
+    }
+}
+
+/// Anthropic's envelope, with Anthropic's error type for what the gateway refuses.
+pub(super) fn error_body(
+    message: String,
+    kind: &'static str,
+    code: Option<&'static str>,
+) -> Vec<u8> {
+    let kind = match (kind, code) {
+        (_, Some("model_not_found" | "unknown_url")) => "not_found_error",
+        ("rate_limit_exceeded", _) => "rate_limit_error",
+        ("service_unavailable", _) => "overloaded_error",
+        ("invalid_request_error", _) => "invalid_request_error",
+        ("authentication_error", _) => "authentication_error",
+        ("permission_denied", _) => "permission_error",
+        _ => "api_error",
+    };
+    let message = serde_json::to_string(&message).unwrap_or_default();
+    format!(r#"{{"type":"error","error":{{"type":"{kind}","message":{message}}}}}"#).into_bytes()
 }
 
 #[cfg(test)]

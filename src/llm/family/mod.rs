@@ -6,10 +6,14 @@
 //! rerank...) is one module here and one entry in [`FAMILIES`].
 
 mod chat;
+mod cohere_rerank;
 mod completions;
+mod count_tokens;
 mod embeddings;
+mod images;
 mod messages;
 mod openai;
+mod rerank;
 mod responses;
 
 use std::fmt;
@@ -20,9 +24,13 @@ use super::sse::SseState;
 use super::usage::ResponseInfo;
 
 pub use chat::Chat;
+pub use cohere_rerank::CohereRerank;
 pub use completions::Completions;
+pub use count_tokens::CountTokens;
 pub use embeddings::Embeddings;
+pub use images::Images;
 pub use messages::Messages;
+pub use rerank::Rerank;
 pub use responses::Responses;
 
 /// Most body fields a family may require beside `model` (the parser keeps their shapes in a
@@ -34,6 +42,7 @@ pub const MAX_REQUIRED: usize = 4;
 pub enum Api {
     OpenAI,
     Anthropic,
+    Cohere,
 }
 
 /// One API family. Implementations are unit structs listed in [`FAMILIES`].
@@ -44,8 +53,11 @@ pub trait Family: Sync + fmt::Debug {
     /// OpenTelemetry's `gen_ai.operation.name` for it.
     fn operation(&self) -> &'static str;
 
-    /// The path after the API prefix (`/chat/completions`); the client's path is `/v1` and this.
+    /// The path after a backend's API prefix (`/chat/completions`).
     fn suffix(&self) -> &'static str;
+
+    /// The client's path (`/v1/chat/completions`).
+    fn path(&self) -> &'static str;
 
     /// Other client paths it is served on (Envoy AI Gateway's `/anthropic/v1/messages`).
     fn aliases(&self) -> &'static [&'static str] {
@@ -82,9 +94,10 @@ pub trait Family: Sync + fmt::Debug {
         code: Option<&'static str>,
     ) -> Vec<u8>;
 
-    /// The client's path for it.
-    fn client_path(&self) -> String {
-        format!("/v1{}", self.suffix())
+    /// The body field naming an earlier response whose backend must serve this request too
+    /// (the Responses API's `previous_response_id`).
+    fn pin_field(&self) -> Option<&'static str> {
+        None
     }
 
     /// The backend path under `prefix`, keeping the client's query string.
@@ -97,7 +110,17 @@ pub trait Family: Sync + fmt::Debug {
 }
 
 /// Every family the gateway serves, in the order they are listed to clients.
-pub static FAMILIES: [&dyn Family; 5] = [&Chat, &Completions, &Embeddings, &Responses, &Messages];
+pub static FAMILIES: [&dyn Family; 9] = [
+    &Chat,
+    &Completions,
+    &Embeddings,
+    &Responses,
+    &Messages,
+    &CountTokens,
+    &Rerank,
+    &CohereRerank,
+    &Images,
+];
 
 /// The family of a client path (`/v1/...`, query string ignored).
 pub fn from_path(path: &str) -> Option<&'static dyn Family> {
@@ -105,7 +128,7 @@ pub fn from_path(path: &str) -> Option<&'static dyn Family> {
     FAMILIES
         .iter()
         .copied()
-        .find(|f| path.strip_prefix("/v1") == Some(f.suffix()) || f.aliases().contains(&path))
+        .find(|f| f.path() == path || f.aliases().contains(&path))
 }
 
 /// The family of a name in records and metrics.
@@ -121,16 +144,26 @@ mod tests {
     fn every_family_is_found_by_its_path_and_name() {
         for f in FAMILIES {
             assert!(f.required().len() <= MAX_REQUIRED, "{}", f.name());
-            let found = from_path(&f.client_path()).unwrap();
+            let found = from_path(f.path()).unwrap();
             assert_eq!(found.name(), f.name());
-            let found = from_path(&format!("{}?a=b", f.client_path())).unwrap();
+            let found = from_path(&format!("{}?a=b", f.path())).unwrap();
             assert_eq!(found.name(), f.name());
             assert_eq!(named(f.name()).unwrap().suffix(), f.suffix());
         }
         let names = FAMILIES.map(|f| f.name());
         assert_eq!(
             names,
-            ["chat", "completions", "embeddings", "responses", "messages"]
+            [
+                "chat",
+                "completions",
+                "embeddings",
+                "responses",
+                "messages",
+                "count_tokens",
+                "rerank",
+                "cohere_rerank",
+                "images"
+            ]
         );
         let ops = FAMILIES.map(|f| f.operation());
         assert_eq!(
@@ -140,7 +173,11 @@ mod tests {
                 "text_completion",
                 "embeddings",
                 "responses",
-                "messages"
+                "messages",
+                "count_tokens",
+                "rerank",
+                "rerank",
+                "image_generation"
             ]
         );
         assert_eq!(

@@ -77,6 +77,7 @@ pub(super) fn response_info(body: &[u8]) -> ResponseInfo {
         Ok(e) => ResponseInfo {
             usage: e.usage.map(Usage::from),
             model: e.model.map(Cow::into_owned),
+            id: None,
         },
         Err(_) => ResponseInfo::default(),
     }

@@ -24,6 +24,8 @@ pub struct Responses;
 #[derive(Deserialize)]
 struct Response<'a> {
     #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
     model: Option<Cow<'a, str>>,
     #[serde(default)]
     usage: Option<RawUsage>,
@@ -101,8 +103,16 @@ impl Family for Responses {
         "/responses"
     }
 
+    fn path(&self) -> &'static str {
+        "/v1/responses"
+    }
+
     fn required(&self) -> &'static [&'static str] {
         &["input"]
+    }
+
+    fn pin_field(&self) -> Option<&'static str> {
+        Some("previous_response_id")
     }
 
     fn check(&self, fields: &[Option<Shape>]) -> Result<(), RequestError> {
@@ -125,6 +135,7 @@ impl Family for Responses {
             Ok(r) => ResponseInfo {
                 usage: r.usage.map(Usage::from),
                 model: r.model.map(Cow::into_owned),
+                id: r.id.map(Cow::into_owned),
             },
             Err(_) => ResponseInfo::default(),
         }
@@ -138,6 +149,9 @@ impl Family for Responses {
         if let Some(r) = event.response {
             if s.model.is_none() {
                 s.model = r.model.map(Cow::into_owned);
+            }
+            if s.id.is_none() {
+                s.id = r.id.map(Cow::into_owned);
             }
             if let Some(u) = r.usage {
                 s.usage = Some(Usage::from(u));

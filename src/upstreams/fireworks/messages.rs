@@ -54,7 +54,36 @@ pub(super) fn as_anthropic(
     }
     match (req.method.as_str(), endpoint) {
         ("POST", "/messages") => respond(req, options),
+        ("POST", "/messages/count_tokens") => count_tokens(req, options),
         _ => error(404, "not_found_error", "Not Found"),
+    }
+}
+
+/// `POST /messages/count_tokens`: `{"input_tokens": N}` for a Messages body (no `max_tokens`).
+fn count_tokens(req: &Recorded, options: &FireworksOptions) -> http::Response<Body> {
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&req.body) else {
+        return error(
+            400,
+            "invalid_request_error",
+            "The request body is not valid JSON.",
+        );
+    };
+    if let Some(extra) = body
+        .keys()
+        .find(|k| !FIELDS.contains(&k.as_str()) || *k == "max_tokens" || *k == "stream")
+    {
+        return error(
+            400,
+            "invalid_request_error",
+            &format!("{extra}: Extra inputs are not permitted"),
+        );
+    }
+    if model_of(&body, options, "").is_err() {
+        return error(404, "not_found_error", "model: not found");
+    }
+    match input_tokens(&body) {
+        Some(n) => json_response(200, &json!({ "input_tokens": n }), &[]),
+        None => error(400, "invalid_request_error", "messages: Field required"),
     }
 }
 
@@ -81,7 +110,7 @@ pub(super) fn respond(req: &Recorded, options: &FireworksOptions) -> http::Respo
         Ok(m) => m,
         Err(_) => return error(404, "not_found_error", "model: not found"),
     };
-    if kind == ModelKind::Embedding {
+    if !kind.generates() {
         return error(
             400,
             "invalid_request_error",

@@ -5,6 +5,9 @@
 //! `response.completed`, whose `response` carries the usage), each data also naming its `type`
 //! and `sequence_number`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde_json::{json, Map, Value};
 
 use super::{
@@ -12,7 +15,77 @@ use super::{
     Kind, ModelKind, CREATED,
 };
 use crate::upstreams::record::Recorded;
-use crate::upstreams::responses::{bytes_response, sse_response, Body};
+use crate::upstreams::responses::{bytes_response, json_response, sse_response, Body};
+
+/// The responses a fake stored (`store` is true by default), by id; bounded like the
+/// recorder, the oldest forgotten first.
+#[derive(Debug, Clone, Default)]
+pub struct Store(Arc<Mutex<Stored>>);
+
+/// The responses by id, and their ids oldest first.
+type Stored = (HashMap<String, Value>, std::collections::VecDeque<String>);
+
+impl Store {
+    const MAX: usize = 4096;
+
+    fn put(&self, id: String, response: Value) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0.insert(id.clone(), response).is_none() {
+            g.1.push_back(id);
+        }
+        while g.1.len() > Self::MAX {
+            if let Some(old) = g.1.pop_front() {
+                g.0.remove(&old);
+            }
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<Value> {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.get(id).cloned()
+    }
+
+    fn delete(&self, id: &str) -> bool {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.retain(|x| x != id);
+        g.0.remove(id).is_some()
+    }
+}
+
+fn not_found(id: &str, param: Option<&str>) -> http::Response<Body> {
+    let (message, code) = match param {
+        Some(_) => (
+            format!("Previous response with id '{id}' not found."),
+            json!("previous_response_not_found"),
+        ),
+        None => (format!("Response with id '{id}' not found."), Value::Null),
+    };
+    json_response(
+        404,
+        &json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}),
+        &[],
+    )
+}
+
+/// `GET` or `DELETE /responses/{id}`: a stored response, or OpenAI's 404.
+pub(super) fn stored(req: &Recorded, options: &FireworksOptions, id: &str) -> http::Response<Body> {
+    let id = id.split('?').next().unwrap_or(id);
+    if req.method == "DELETE" {
+        return if options.stored.delete(id) {
+            json_response(
+                200,
+                &json!({"id": id, "object": "response", "deleted": true}),
+                &[],
+            )
+        } else {
+            not_found(id, None)
+        };
+    }
+    match options.stored.get(id) {
+        Some(r) => json_response(200, &r, &[]),
+        None => not_found(id, None),
+    }
+}
 
 /// What the fake accepts in a Responses request; anything else is refused like Fireworks'
 /// strict validator does.
@@ -48,9 +121,9 @@ pub(super) fn respond(req: &Recorded, options: &FireworksOptions) -> http::Respo
         Ok(m) => m,
         Err(r) => return r.response(),
     };
-    if kind == ModelKind::Embedding {
+    if !kind.generates() {
         return validation_error(format!(
-            "Model {model} is an embedding model and does not support this endpoint"
+            "Model {model} is not a text generation model and does not support this endpoint"
         ));
     }
     let input = match input_tokens(&body) {
@@ -81,6 +154,16 @@ pub(super) fn respond(req: &Recorded, options: &FireworksOptions) -> http::Respo
         truncated,
         usage,
     };
+    if let Some(prev) = body.get("previous_response_id").and_then(Value::as_str) {
+        if options.stored.get(prev).is_none() {
+            return not_found(prev, Some("previous_response_id"));
+        }
+    }
+    if body.get("store").and_then(Value::as_bool) != Some(false) {
+        options
+            .stored
+            .put(r.id.clone(), r.response("completed", true));
+    }
     let headers = [("x-request-id", request_id.clone())];
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         return sse_response(r.events(), options.stream_interval, &headers);
