@@ -158,10 +158,9 @@ impl Request<'_> {
         // is certain (the first priority's only one), so that Envoy's filter works on retries.
         if failover && rule.first_backend().is_none() {
             // The client's own key never goes on (the Anthropic SDKs send it as x-api-key).
-            reply.remove_headers.push("authorization".into());
-            if family.api() == crate::llm::Api::Anthropic {
-                reply.remove_headers.push("x-api-key".into());
-            }
+            reply
+                .remove_headers
+                .extend(providers::CLIENT_CREDENTIALS.map(String::from));
         } else {
             let upstream = providers::upstream(&Target {
                 family,

@@ -139,7 +139,7 @@ fn no_override_keeps_the_body_and_basic_drops_client_auth() {
     assert_eq!(c.body, None);
     assert_eq!(header(&c, "content-length"), None);
     assert_eq!(header(&c, ":path"), Some("/v1/chat/completions"));
-    assert_eq!(c.remove_headers, ["authorization"]);
+    assert_eq!(c.remove_headers, ["authorization", "x-api-key", "api-key"]);
     // Usage is read for the record even without costs; no cost metadata is written.
     let resp = Headers::from([(":status", "200"), ("content-type", "application/json")]);
     assert_eq!(
@@ -607,7 +607,8 @@ fn internal_headers_are_stripped_and_header_limits_hold() {
         )
         .unwrap(),
     );
-    assert_eq!(c.remove_headers, ["x-ai-eg-secret"]);
+    // Client credential headers the key does not replace go too.
+    assert_eq!(c.remove_headers, ["x-api-key", "api-key", "x-ai-eg-secret"]);
     assert_eq!(
         header(&c, BACKEND_HEADER),
         Some("default/envoy-ai-gateway-fireworks")

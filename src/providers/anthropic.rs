@@ -73,7 +73,7 @@ mod tests {
             up.set_headers,
             [("authorization".to_string(), "Bearer fw_key".to_string())]
         );
-        assert_eq!(up.remove_headers, ["x-api-key"]);
+        assert_eq!(up.remove_headers, ["x-api-key", "api-key"]);
         // Anthropic's own API: the key as x-api-key.
         let mut anthropic = backend.clone();
         anthropic.key_source = Some(crate::config::KeySource {
@@ -89,7 +89,7 @@ mod tests {
             up.set_headers,
             [("x-api-key".to_string(), "fw_key".to_string())]
         );
-        assert_eq!(up.remove_headers, ["authorization"]);
+        assert_eq!(up.remove_headers, ["authorization", "api-key"]);
         assert_eq!(
             apply_edits(body, up.edits),
             r#"{"model":"accounts/fireworks/models/x","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#
@@ -98,7 +98,7 @@ mod tests {
         target.key = None;
         assert_eq!(
             upstream(&target).remove_headers,
-            ["x-api-key", "authorization"]
+            ["x-api-key", "authorization", "api-key"]
         );
     }
 }

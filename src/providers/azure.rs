@@ -147,7 +147,7 @@ mod tests {
             up.set_headers,
             [("api-key".to_string(), "az_key".to_string())]
         );
-        assert_eq!(up.remove_headers, ["authorization"]);
+        assert_eq!(up.remove_headers, ["authorization", "x-api-key"]);
         assert!(up.edits.is_empty());
         // The override names the deployment and the body's model.
         let up = upstream(&Target {
@@ -161,7 +161,7 @@ mod tests {
             up.path,
             "/openai/deployments/my%20embed%2F1/embeddings?api-version=2025-01-01-preview"
         );
-        assert_eq!(up.remove_headers, ["api-key", "authorization"]);
+        assert_eq!(up.remove_headers, ["api-key", "authorization", "x-api-key"]);
         assert_eq!(
             apply_edits(body, up.edits),
             r#"{"model":"my embed/1","messages":[{"role":"user","content":"hi"}]}"#

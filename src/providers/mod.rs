@@ -43,13 +43,30 @@ pub struct Upstream {
     pub edits: Vec<Edit>,
 }
 
+/// The headers a client may carry its own credentials in (OpenAI's, Anthropic's, Azure's SDKs):
+/// none reaches a provider, whatever its schema; the backend's key is set by the schema (or by
+/// Envoy).
+pub const CLIENT_CREDENTIALS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
+
 /// The request as `target.backend`'s schema expects it.
 pub fn upstream(target: &Target<'_>) -> Upstream {
-    match target.backend.schema {
+    let mut up = match target.backend.schema {
         Schema::OpenAI => openai::upstream(target),
         Schema::Anthropic => anthropic::upstream(target),
         Schema::AzureOpenAI => azure::upstream(target),
         Schema::Cohere => cohere::upstream(target),
+    };
+    remove_client_credentials(&mut up);
+    up
+}
+
+/// Every client credential header the upstream does not set is removed.
+fn remove_client_credentials(up: &mut Upstream) {
+    for name in CLIENT_CREDENTIALS {
+        let set = up.set_headers.iter().any(|(n, _)| n == name);
+        if !set && !up.remove_headers.iter().any(|n| n == name) {
+            up.remove_headers.push(name.to_string());
+        }
     }
 }
 
@@ -61,11 +78,13 @@ pub fn stored_response(
     client_path: &str,
     key: Option<&SecretString>,
 ) -> Option<Upstream> {
-    match backend.schema {
-        Schema::OpenAI => Some(openai::stored_response(backend, client_path, key)),
-        Schema::AzureOpenAI => Some(azure::stored_response(backend, client_path, key)),
-        Schema::Anthropic | Schema::Cohere => None,
-    }
+    let mut up = match backend.schema {
+        Schema::OpenAI => openai::stored_response(backend, client_path, key),
+        Schema::AzureOpenAI => azure::stored_response(backend, client_path, key),
+        Schema::Anthropic | Schema::Cohere => return None,
+    };
+    remove_client_credentials(&mut up);
+    Some(up)
 }
 
 /// Whether a backend of `schema` serves `family` (a rule may hold backends of several

@@ -88,7 +88,7 @@ mod tests {
             up.set_headers,
             [("authorization".to_string(), "Bearer fw_key".to_string())]
         );
-        assert!(up.remove_headers.is_empty());
+        assert_eq!(up.remove_headers, ["x-api-key", "api-key"]);
         assert_eq!(
             apply_edits(body, up.edits),
             r#"{"model":"accounts/fireworks/models/x","messages":[{"role":"user","content":"hi"}]}"#
@@ -105,7 +105,7 @@ mod tests {
         });
         assert_eq!(up.path, "/v1/embeddings");
         assert!(up.set_headers.is_empty());
-        assert_eq!(up.remove_headers, ["authorization"]);
+        assert_eq!(up.remove_headers, ["authorization", "x-api-key", "api-key"]);
         assert!(up.edits.is_empty());
     }
 }
