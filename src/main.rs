@@ -32,14 +32,23 @@ fn main() -> std::process::ExitCode {
         }
     };
     runtime.block_on(async {
-        let _telemetry =
-            match telemetry::init(&cli.log, cli.log_format, cli.otlp_endpoint.as_deref()) {
-                Ok(guard) => guard,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
-            };
+        let trace = telemetry::TraceConfig::from_env(
+            cli.trace_format,
+            cli.trace_max_output_bytes,
+            |name| std::env::var(name).ok(),
+        );
+        let _telemetry = match telemetry::init(
+            &cli.log,
+            cli.log_format,
+            cli.otlp_endpoint.as_deref(),
+            trace,
+        ) {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
         let global_args = cli.global_args();
         match run(cli.command, global_args).await {
             Ok(()) => std::process::ExitCode::SUCCESS,

@@ -29,6 +29,106 @@ impl LogFormat {
     }
 }
 
+/// The attributes of the LLM spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TraceFormat {
+    /// OpenInference (Arize Phoenix and the tools that read it): `llm.*`, `input.value`...
+    #[default]
+    #[value(name = "openinference")]
+    OpenInference,
+    /// OpenTelemetry's GenAI semantic conventions: `gen_ai.*`.
+    #[value(name = "genai")]
+    GenAi,
+}
+
+impl TraceFormat {
+    /// The command-line spelling.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            Self::OpenInference => "openinference",
+            Self::GenAi => "genai",
+        }
+    }
+}
+
+/// What the LLM spans show, as Envoy AI Gateway and OpenInference configure it: the
+/// `OPENINFERENCE_HIDE_*` variables (`true` hides; a hidden value is replaced by
+/// [`REDACTED`], not dropped) and the output cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceConfig {
+    pub format: TraceFormat,
+    /// `OPENINFERENCE_HIDE_INPUTS`: `input.value` and every input message.
+    pub hide_inputs: bool,
+    /// `OPENINFERENCE_HIDE_OUTPUTS`: `output.value` and every output message.
+    pub hide_outputs: bool,
+    /// `OPENINFERENCE_HIDE_INPUT_MESSAGES`, `OPENINFERENCE_HIDE_OUTPUT_MESSAGES`.
+    pub hide_input_messages: bool,
+    pub hide_output_messages: bool,
+    /// `OPENINFERENCE_HIDE_INPUT_TEXT`, `OPENINFERENCE_HIDE_OUTPUT_TEXT`: the text of messages.
+    pub hide_input_text: bool,
+    pub hide_output_text: bool,
+    /// `OPENINFERENCE_HIDE_INPUT_IMAGES`: image URLs in input messages.
+    pub hide_input_images: bool,
+    /// `OPENINFERENCE_HIDE_EMBEDDING_VECTORS` (vectors are never recorded; kept for parity).
+    pub hide_embedding_vectors: bool,
+    /// Most bytes of a streamed answer kept.
+    pub max_output_bytes: usize,
+}
+
+/// What replaces a hidden value.
+pub const REDACTED: &str = "__REDACTED__";
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        Self {
+            format: TraceFormat::OpenInference,
+            hide_inputs: false,
+            hide_outputs: false,
+            hide_input_messages: false,
+            hide_output_messages: false,
+            hide_input_text: false,
+            hide_output_text: false,
+            hide_input_images: false,
+            hide_embedding_vectors: false,
+            max_output_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl TraceConfig {
+    /// From the flags and the `OPENINFERENCE_HIDE_*` variables of `env`.
+    pub fn from_env(
+        format: TraceFormat,
+        max_output_bytes: usize,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Self {
+        let on = |name: &str| {
+            env(name).is_some_and(|v| {
+                matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
+            })
+        };
+        Self {
+            format,
+            hide_inputs: on("OPENINFERENCE_HIDE_INPUTS"),
+            hide_outputs: on("OPENINFERENCE_HIDE_OUTPUTS"),
+            hide_input_messages: on("OPENINFERENCE_HIDE_INPUT_MESSAGES"),
+            hide_output_messages: on("OPENINFERENCE_HIDE_OUTPUT_MESSAGES"),
+            hide_input_text: on("OPENINFERENCE_HIDE_INPUT_TEXT"),
+            hide_output_text: on("OPENINFERENCE_HIDE_OUTPUT_TEXT"),
+            hide_input_images: on("OPENINFERENCE_HIDE_INPUT_IMAGES"),
+            hide_embedding_vectors: on("OPENINFERENCE_HIDE_EMBEDDING_VECTORS"),
+            max_output_bytes,
+        }
+    }
+}
+
+static TRACE_CONFIG: std::sync::OnceLock<TraceConfig> = std::sync::OnceLock::new();
+
+/// The LLM spans' settings (defaults until [`init`] sets them).
+pub fn trace_config() -> &'static TraceConfig {
+    TRACE_CONFIG.get_or_init(TraceConfig::default)
+}
+
 /// Keeps the trace exporter alive; flushes it when dropped.
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
@@ -54,7 +154,9 @@ pub fn init(
     filter: &str,
     format: LogFormat,
     otlp_endpoint: Option<&str>,
+    trace: TraceConfig,
 ) -> Result<TelemetryGuard, String> {
+    let _ = TRACE_CONFIG.set(trace);
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| format!("--log {filter:?}: {e}"))?;
     // Colours only on a terminal: piped logs stay greppable (`request_id=...`).
@@ -62,9 +164,11 @@ pub fn init(
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
+    // The log level filters the log only: spans are exported whatever `--log` says (with
+    // `--log warn` the info-level request spans would otherwise never reach the collector).
     let fmt = match format {
-        LogFormat::Text => fmt.boxed(),
-        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
     };
     let (otel, provider) = match otlp_endpoint {
         Some(endpoint) => {
@@ -83,14 +187,28 @@ pub fn init(
             let tracer = provider.tracer("ai-extproc");
             TRACING_EXPORT.store(true, std::sync::atomic::Ordering::Relaxed);
             (
-                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+                Some(
+                    // Only what a trace reader needs: no source locations, threads, targets,
+                    // busy/idle timers or context activation, each a cost on every poll of
+                    // a stream's future (its span is entered and left per ext_proc message).
+                    tracing_opentelemetry::layer()
+                        .with_tracer(tracer)
+                        .with_location(false)
+                        .with_threads(false)
+                        .with_target(false)
+                        .with_tracked_inactivity(false)
+                        .with_context_activation(false)
+                        .with_filter(
+                            tracing_subscriber::filter::Targets::new()
+                                .with_target("ai_extproc", tracing::Level::INFO),
+                        ),
+                ),
                 Some(provider),
             )
         }
         None => (None, None),
     };
     tracing_subscriber::registry()
-        .with(filter)
         .with(fmt)
         .with(otel)
         .try_init()

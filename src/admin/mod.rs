@@ -1,6 +1,8 @@
 //! Operating the processor: health (gRPC `grpc.health.v1` via tonic-health, and admin HTTP
 //! `/healthz`, `/readyz`), Prometheus `/metrics`, and the drain state shared by both.
 
+#[cfg(test)]
+mod dashboard;
 mod metrics;
 mod server;
 

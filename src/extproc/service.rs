@@ -114,6 +114,7 @@ impl StreamState {
                 return None;
             }
         };
+        let first = self.span.is_none();
         let span = self
             .span
             .get_or_insert_with(|| stream_span(&message))
@@ -123,6 +124,9 @@ impl StreamState {
             Some(processing_request::Request::RequestBody(_))
         );
         let mut stream = self.stream.take()?;
+        if first && crate::telemetry::export_enabled() {
+            stream.trace_with(span.clone(), crate::telemetry::trace_config().clone());
+        }
         let large = match &message.request {
             Some(
                 processing_request::Request::RequestBody(b)
@@ -182,8 +186,12 @@ impl StreamState {
                 ..
             }) => {
                 let status = i.status.as_ref().map_or(0, |s| s.code);
-                self.metrics
-                    .immediate_response(u16::try_from(status).unwrap_or(0));
+                let status = u16::try_from(status).unwrap_or(0);
+                self.metrics.immediate_response(status);
+                if crate::telemetry::export_enabled() {
+                    let cfg = crate::telemetry::trace_config().clone();
+                    crate::gateway::LlmSpan::new(span.clone(), cfg).refused(status, &i.body);
+                }
             }
             Ok(r) if is_body => propagate_trace_context(r),
             Ok(_) => {}
@@ -196,7 +204,13 @@ impl StreamState {
 /// The stream's span, named after Envoy's request id and, with trace export on, a child of the
 /// client's trace context. Every line logged for the stream carries the request id.
 fn stream_span(first: &ProcessingRequest) -> tracing::Span {
-    let span = tracing::info_span!("ext_proc", request_id = tracing::field::Empty);
+    // `otel.name` becomes the operation's name once the endpoint is known (gateway::trace).
+    let span = tracing::info_span!(
+        "ext_proc",
+        request_id = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        otel.kind = "client",
+    );
     let Some(processing_request::Request::RequestHeaders(h)) = &first.request else {
         return span;
     };

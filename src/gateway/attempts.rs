@@ -53,6 +53,11 @@ impl Attempts {
             .map(|a| a.backend.as_str())
     }
 
+    /// Every attempt in order.
+    pub fn list(&self) -> &[Attempt] {
+        &self.0
+    }
+
     /// How many attempts Envoy made (0 when none was reported).
     pub fn count(&self) -> usize {
         self.0.len()

@@ -15,6 +15,7 @@ mod request;
 mod response;
 mod route;
 mod stream;
+mod trace;
 
 pub use clock::Clock;
 pub use error::{ClientError, StreamError};
@@ -22,6 +23,7 @@ pub use headers::Headers;
 pub use reply::{BodyMode, Continue, Immediate, MetaValue, Reply};
 pub use route::{select, NoRoute, Selection};
 pub use stream::{Stream, LARGE_COMPRESSED_BODY};
+pub use trace::LlmSpan;
 
 /// Output tokens reserved for a request without an output bound.
 pub const DEFAULT_OUTPUT_ESTIMATE: u64 = 256;

@@ -22,6 +22,8 @@ pub enum ResponseBody {
         family: &'static dyn Family,
         encoding: String,
         buffer: Vec<u8>,
+        /// Keep the body for the request's span.
+        trace: bool,
     },
     /// A 2xx event stream, read as it passes.
     Sse {
@@ -47,6 +49,9 @@ pub struct ResponseOutcome {
     pub response_model: Option<String>,
     /// The response's id, where later requests may name it (the Responses API).
     pub response_id: Option<String>,
+    /// For the span, when traces are exported: a JSON answer's body, or what a stream said.
+    pub trace_body: Option<bytes::Bytes>,
+    pub capture: Option<crate::llm::Capture>,
     /// Streams: ms from sending the request to the first token, and the mean gap between tokens.
     pub time_to_first_token_ms: Option<f64>,
     pub inter_token_latency_ms: Option<f64>,
@@ -75,6 +80,7 @@ impl ResponseBody {
         headers: &Headers,
         status: u16,
         strip_usage_chunk: bool,
+        capture: Option<usize>,
     ) -> Option<Self> {
         let mime = mime(headers);
         let encoding = headers.get("content-encoding").unwrap_or("").to_string();
@@ -93,9 +99,12 @@ impl ResponseBody {
                 // compressed bytes is not worth a client's stray chunk.
                 let filter = (strip_usage_chunk && decoder.is_none() && !broken)
                     .then(Box::<UsageChunkFilter>::default);
+                let mut reader = Box::new(SseReader::new(family));
+                // A traced request keeps its answer, up to `capture` bytes, for its span.
+                reader.state.capture = capture.map(crate::llm::Capture::new);
                 Some(Self::Sse {
                     decoder,
-                    reader: Box::new(SseReader::new(family)),
+                    reader,
                     broken,
                     filter,
                 })
@@ -104,6 +113,7 @@ impl ResponseBody {
                 family,
                 encoding,
                 buffer: Vec::new(),
+                trace: capture.is_some(),
             }),
             true => None,
             // Errors are read whole, JSON ones too: a provider's error may echo the request's
@@ -197,6 +207,7 @@ impl ResponseBody {
                 family,
                 encoding,
                 buffer,
+                trace,
             } => {
                 match decode_all(&encoding, &buffer, Limits::default()) {
                     Ok(body) if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() => {
@@ -216,6 +227,7 @@ impl ResponseBody {
                             usage: info.usage,
                             response_model: info.model,
                             response_id: info.id,
+                            trace_body: trace.then(|| bytes::Bytes::from(body)),
                             ..ResponseOutcome::default()
                         }
                     }
@@ -232,6 +244,8 @@ impl ResponseBody {
                     usage: reader.state.usage,
                     response_model: reader.state.model.clone(),
                     response_id: reader.state.id.clone(),
+                    capture: reader.state.capture.take(),
+                    trace_body: None,
                     time_to_first_token_ms: ttft,
                     inter_token_latency_ms: itl,
                     replacement: None,

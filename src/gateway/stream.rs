@@ -22,7 +22,9 @@ use super::pins;
 use super::reply::{BodyMode, Continue, Immediate, MetaValue, Reply};
 use super::request::{self, Request, Routed};
 use super::response::{ResponseBody, ResponseOutcome};
+use super::trace::LlmSpan;
 use super::Options;
+use crate::telemetry::TraceConfig;
 
 /// Compressed bodies larger than this (in compressed bytes) are decoded off the thread that
 /// answers Envoy, so one large or hostile body does not hold up every other stream.
@@ -55,6 +57,8 @@ pub struct Stream {
     options: Options,
     phase: Phase,
     started: Instant,
+    /// The request's span, when traces are exported.
+    span: Option<LlmSpan>,
 }
 
 impl Stream {
@@ -69,7 +73,13 @@ impl Stream {
             options,
             phase: Phase::RequestHeaders,
             started,
+            span: None,
         }
+    }
+
+    /// Makes `span` the request's LLM span (traces are exported), with `cfg`'s attributes.
+    pub fn trace_with(&mut self, span: tracing::Span, cfg: TraceConfig) {
+        self.span = Some(LlmSpan::new(span, cfg));
     }
 
     fn expected(&self) -> &'static str {
@@ -140,6 +150,9 @@ impl Stream {
             Endpoint::Api(family) => Some(family),
             Endpoint::Models | Endpoint::Model | Endpoint::StoredResponse => None,
         };
+        if let (Some(span), Some(family)) = (&self.span, family) {
+            span.named(family);
+        }
         if !endpoint.allows(&method) {
             let allowed = endpoint.allow();
             let e = ClientError::MethodNotAllowed {
@@ -273,6 +286,10 @@ impl Stream {
         };
         match request.route(&self.config, &self.options) {
             Ok((reply, routed)) => {
+                if let Some(span) = &self.span {
+                    let sent = reply.body.as_deref().unwrap_or(&buffer);
+                    span.request(&self.config, &routed, sent);
+                }
                 let claims = match &self.options.budgets {
                     Some(_) if !self.config.budgets.is_empty() => {
                         budget::claims(&self.config, &routed, &headers)
@@ -381,6 +398,7 @@ impl Stream {
                 &headers,
                 routed.status,
                 routed.strip_usage_chunk,
+                self.span.as_ref().map(LlmSpan::max_output_bytes),
             )
         };
         let mode = match body {
@@ -522,6 +540,9 @@ impl Stream {
             }
             charges
         };
+        if let Some(span) = &self.span {
+            span.response(&self.config, routed, outcome);
+        }
         if let Some(hub) = &self.options.usage {
             let now = self.options.clock.now();
             hub.emit(super::record::usage_record(

@@ -23,5 +23,5 @@ pub use request::{
     apply_edits, model_edit, parse_request, rewrite_model, Edit, RequestError, RequestInfo, Shape,
     MAX_MODEL_LEN,
 };
-pub use sse::{SseReader, SseState, UsageChunkFilter};
+pub use sse::{Capture, SseReader, SseState, UsageChunkFilter};
 pub use usage::{ResponseInfo, Usage};

@@ -54,6 +54,78 @@ pub struct SseState {
     /// When the first and the latest token event arrived.
     pub first_token: Option<Instant>,
     pub last_token: Option<Instant>,
+    /// The generated output, kept only for a trace (`None`: not kept).
+    pub capture: Option<Capture>,
+}
+
+/// A stream's output as its events tell it, for a trace: text, reasoning and tool calls,
+/// bounded (past `cap` bytes in all, the rest is dropped and `truncated` set).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capture {
+    pub text: String,
+    pub reasoning: String,
+    /// Tool calls as they stream: `name(arguments)`, one per call index.
+    pub tool_calls: Vec<(String, String)>,
+    pub truncated: bool,
+    cap: usize,
+    used: usize,
+}
+
+impl Capture {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            ..Self::default()
+        }
+    }
+
+    /// Room for `n` more bytes; past the cap, nothing more is kept.
+    fn room(&mut self, n: usize) -> bool {
+        if self.used + n > self.cap {
+            self.truncated = true;
+            return false;
+        }
+        self.used += n;
+        true
+    }
+}
+
+impl SseState {
+    /// Generated text, kept when a trace wants it.
+    pub fn capture_text(&mut self, text: &str) {
+        if let Some(c) = self.capture.as_mut() {
+            if c.room(text.len()) {
+                c.text.push_str(text);
+            }
+        }
+    }
+
+    /// Reasoning text, kept when a trace wants it.
+    pub fn capture_reasoning(&mut self, text: &str) {
+        if let Some(c) = self.capture.as_mut() {
+            if c.room(text.len()) {
+                c.reasoning.push_str(text);
+            }
+        }
+    }
+
+    /// A piece of tool call `index` (its name when first seen, then its arguments).
+    pub fn capture_tool_call(&mut self, index: usize, name: Option<&str>, arguments: &str) {
+        let Some(c) = self.capture.as_mut() else {
+            return;
+        };
+        let n = name.map_or(0, str::len) + arguments.len();
+        if index > 128 || !c.room(n) {
+            return;
+        }
+        while c.tool_calls.len() <= index {
+            c.tool_calls.push((String::new(), String::new()));
+        }
+        if let Some(name) = name {
+            c.tool_calls[index].0.push_str(name);
+        }
+        c.tool_calls[index].1.push_str(arguments);
+    }
 }
 
 impl SseReader {

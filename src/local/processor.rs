@@ -88,6 +88,7 @@ pub(super) async fn supervise(binary: PathBuf, args: Vec<String>, pid: watch::Se
     loop {
         let pause = match Command::new(&binary)
             .args(&args)
+            .env(crate::cli::PARENT_PID_ENV, std::process::id().to_string())
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()

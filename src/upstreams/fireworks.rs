@@ -526,6 +526,71 @@ fn answer(
     }
 }
 
+/// A function call the fake model makes: when the request forces one (`tool_choice` naming a
+/// function, or `required` with tools), it calls that function (or the first tool) with its
+/// required parameters set to `"example"`.
+struct ToolCall {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+impl ToolCall {
+    fn whole(&self) -> Value {
+        json!({"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}})
+    }
+
+    /// As OpenAI and Fireworks stream it: id, type and name first, then the arguments in pieces.
+    fn deltas(&self) -> Vec<Value> {
+        let mut out = vec![
+            json!({"tool_calls": [{"index": 0, "id": self.id, "type": "function",
+            "function": {"name": self.name, "arguments": ""}}]}),
+        ];
+        let mut rest = self.arguments.as_str();
+        while !rest.is_empty() {
+            let mut end = rest.len().min(8);
+            while !rest.is_char_boundary(end) {
+                end += 1;
+            }
+            out.push(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": &rest[..end]}}]}),
+            );
+            rest = &rest[end..];
+        }
+        out
+    }
+}
+
+fn forced_tool_call(body: &Map<String, Value>, request_id: &str) -> Option<ToolCall> {
+    let tools = body.get("tools")?.as_array()?;
+    let name = match body.get("tool_choice")? {
+        Value::String(s) if s == "required" => tools
+            .first()?
+            .pointer("/function/name")?
+            .as_str()?
+            .to_string(),
+        v => v.pointer("/function/name")?.as_str()?.to_string(),
+    };
+    let tool = tools
+        .iter()
+        .find(|t| t.pointer("/function/name").and_then(Value::as_str) == Some(name.as_str()))?;
+    let mut arguments = Map::new();
+    for p in tool
+        .pointer("/function/parameters/required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        arguments.insert(p.to_string(), json!("example"));
+    }
+    Some(ToolCall {
+        id: format!("call_{request_id}"),
+        name,
+        arguments: Value::Object(arguments).to_string(),
+    })
+}
+
 /// Splits text into word pieces (each keeps its leading space) for token-by-token streams.
 fn pieces(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -569,6 +634,9 @@ fn generate(
         Err(m) => return validation_error(m),
     };
     let (reasoning, text) = answer(kind, model_kind, &body);
+    let tool_call = (kind == Kind::Chat)
+        .then(|| forced_tool_call(&body, request_id))
+        .flatten();
     let limit = body
         .get("max_tokens")
         .or_else(|| body.get("max_completion_tokens"))
@@ -578,8 +646,16 @@ fn generate(
         } else {
             None
         });
-    let mut content_pieces = pieces(text);
-    let mut finish = "stop";
+    let mut content_pieces = if tool_call.is_some() {
+        Vec::new()
+    } else {
+        pieces(text)
+    };
+    let mut finish = if tool_call.is_some() {
+        "tool_calls"
+    } else {
+        "stop"
+    };
     if let Some(limit) = limit {
         if content_pieces.len() as u64 > limit {
             content_pieces.truncate(limit as usize);
@@ -587,7 +663,8 @@ fn generate(
         }
     }
     let reasoning_pieces = reasoning.map(pieces).unwrap_or_default();
-    let completion = (content_pieces.len() + reasoning_pieces.len()) as u64;
+    let call_tokens = tool_call.as_ref().map_or(0, |c| tokens(&c.arguments));
+    let completion = (content_pieces.len() + reasoning_pieces.len()) as u64 + call_tokens;
     let mut usage = json!({
         "prompt_tokens": prompt,
         "total_tokens": prompt + completion,
@@ -616,6 +693,7 @@ fn generate(
         kind,
         reasoning_pieces,
         content_pieces,
+        tool_call,
         finish,
         usage,
     };
@@ -661,6 +739,7 @@ struct Generation {
     kind: Kind,
     reasoning_pieces: Vec<String>,
     content_pieces: Vec<String>,
+    tool_call: Option<ToolCall>,
     finish: &'static str,
     usage: Value,
 }
@@ -671,6 +750,10 @@ impl Generation {
         let choice = match self.kind {
             Kind::Chat => {
                 let mut message = json!({"role": "assistant", "content": content});
+                if let Some(call) = &self.tool_call {
+                    message["content"] = Value::Null;
+                    message["tool_calls"] = json!([call.whole()]);
+                }
                 if !self.reasoning_pieces.is_empty() {
                     message["reasoning_content"] = json!(self.reasoning_pieces.concat());
                 }
@@ -717,6 +800,11 @@ impl Generation {
         }
         for p in &self.content_pieces {
             events.push(self.chunk(piece(json!({"content": p})), none.clone()));
+        }
+        if let Some(call) = &self.tool_call {
+            for delta in call.deltas() {
+                events.push(self.chunk(piece(delta), none.clone()));
+            }
         }
         let last = match self.kind {
             Kind::Chat => json!([{"index": 0, "delta": {}, "finish_reason": self.finish}]),

@@ -514,7 +514,11 @@ async fn live_fireworks_when_a_key_is_set() {
         std::env::var("FIREWORKS_API_KEY").is_ok_and(|k| !k.is_empty()),
         "set FIREWORKS_API_KEY to run the live test"
     );
+    // What `make run` loads with the key set.
+    let mut config = crate::harness::examples();
+    config.push(crate::harness::root().join("examples/fireworks-apis.yaml"));
     let gw = Gateway::start_with(Setup {
+        config,
         fake: false,
         secret_env: vec![(
             "envoy-ai-gateway-fireworks-apikey".into(),
@@ -553,6 +557,31 @@ async fn live_fireworks_when_a_key_is_set() {
         entries
             .iter()
             .all(|e| e["total_tokens"].as_u64().unwrap_or(0) > 0),
+        "{entries:#?}"
+    );
+    // The other APIs `make run` serves (examples/fireworks-apis.yaml), each metered.
+    for (path, body) in [
+        (
+            "/v1/responses",
+            r#"{"model":"qwen-instruct","input":"Hello!","max_output_tokens":16}"#,
+        ),
+        (
+            "/v1/messages",
+            r#"{"model":"qwen-claude","max_tokens":16,"messages":[{"role":"user","content":"Hello!"}]}"#,
+        ),
+        (
+            "/v1/rerank",
+            r#"{"model":"qwen-rerank","query":"tea","documents":["coffee","green tea"]}"#,
+        ),
+    ] {
+        let r = gw.post(path, body, &[]).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+    }
+    let entries = gw.access_log_entries(5).await;
+    assert!(
+        entries[2..]
+            .iter()
+            .all(|e| e["prompt_tokens"].as_u64().unwrap_or(0) > 0),
         "{entries:#?}"
     );
 }

@@ -30,4 +30,5 @@ mod ops;
 mod responses;
 mod sdk;
 mod soak;
+mod traces;
 mod usage;

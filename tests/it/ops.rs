@@ -537,8 +537,8 @@ async fn traces_are_exported_and_context_reaches_the_provider() {
     assert!(
         spans
             .iter()
-            .any(|(t, name)| hex(t) == trace_id && name == "ext_proc"),
-        "no ext_proc span of the client's trace among {spans:?}"
+            .any(|(t, name)| hex(t) == trace_id && name == "ChatCompletion"),
+        "no ChatCompletion span (the request's LLM span) of the client's trace among {spans:?}"
     );
 }
 

@@ -28,6 +28,10 @@ impl Family for Chat {
         "/v1/chat/completions"
     }
 
+    fn span_name(&self) -> &'static str {
+        "ChatCompletion"
+    }
+
     fn required(&self) -> &'static [&'static str] {
         &["messages"]
     }

@@ -72,6 +72,14 @@ impl Family for CohereRerank {
         "/cohere/v2/rerank"
     }
 
+    fn span_name(&self) -> &'static str {
+        "Rerank"
+    }
+
+    fn span_kind(&self) -> &'static str {
+        "RERANKER"
+    }
+
     fn api(&self) -> Api {
         Api::Cohere
     }

@@ -28,6 +28,10 @@ impl Family for Completions {
         "/v1/completions"
     }
 
+    fn span_name(&self) -> &'static str {
+        "Completion"
+    }
+
     fn required(&self) -> &'static [&'static str] {
         &["prompt"]
     }

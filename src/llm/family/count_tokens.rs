@@ -31,6 +31,10 @@ impl Family for CountTokens {
         "/v1/messages/count_tokens"
     }
 
+    fn span_name(&self) -> &'static str {
+        "CountTokens"
+    }
+
     fn aliases(&self) -> &'static [&'static str] {
         &["/anthropic/v1/messages/count_tokens"]
     }

@@ -28,6 +28,14 @@ impl Family for Embeddings {
         "/v1/embeddings"
     }
 
+    fn span_name(&self) -> &'static str {
+        "Embeddings"
+    }
+
+    fn span_kind(&self) -> &'static str {
+        "EMBEDDING"
+    }
+
     fn required(&self) -> &'static [&'static str] {
         &["input"]
     }

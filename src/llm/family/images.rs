@@ -69,6 +69,10 @@ impl Family for Images {
         "/v1/images/generations"
     }
 
+    fn span_name(&self) -> &'static str {
+        "ImageGeneration"
+    }
+
     fn required(&self) -> &'static [&'static str] {
         &["prompt"]
     }

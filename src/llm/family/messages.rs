@@ -107,6 +107,10 @@ impl Family for Messages {
         "/v1/messages"
     }
 
+    fn span_name(&self) -> &'static str {
+        "Messages"
+    }
+
     fn aliases(&self) -> &'static [&'static str] {
         &["/anthropic/v1/messages"]
     }
@@ -163,6 +167,11 @@ impl Family for Messages {
             s.usage = Some(u.merge(s.usage));
         }
         let non_empty = |t: &Option<Cow<'_, str>>| t.as_deref().is_some_and(|t| !t.is_empty());
+        if let Some(d) = event.delta.as_ref().filter(|_| s.capture.is_some()) {
+            let (text, thinking) = (d.text.clone(), d.thinking.clone());
+            s.capture_text(text.as_deref().unwrap_or(""));
+            s.capture_reasoning(thinking.as_deref().unwrap_or(""));
+        }
         let token = event.kind == "content_block_delta"
             && event.delta.is_some_and(|d| {
                 non_empty(&d.text) || non_empty(&d.thinking) || non_empty(&d.partial_json)

@@ -59,6 +59,14 @@ pub trait Family: Sync + fmt::Debug {
     /// The client's path (`/v1/chat/completions`).
     fn path(&self) -> &'static str;
 
+    /// Its spans' name (OpenInference's, as Envoy AI Gateway names them: `ChatCompletion`).
+    fn span_name(&self) -> &'static str;
+
+    /// OpenInference's span kind of it: `LLM`, `EMBEDDING`, `RERANKER`.
+    fn span_kind(&self) -> &'static str {
+        "LLM"
+    }
+
     /// Other client paths it is served on (Envoy AI Gateway's `/anthropic/v1/messages`).
     fn aliases(&self) -> &'static [&'static str] {
         &[]

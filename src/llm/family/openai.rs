@@ -109,8 +109,24 @@ struct Delta<'a> {
     content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<ToolCallDelta<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallDelta<'a> {
     #[serde(default)]
-    tool_calls: Option<serde::de::IgnoredAny>,
+    index: Option<usize>,
+    #[serde(default, borrow)]
+    function: Option<FunctionDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionDelta<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
 }
 
 /// Reads a stream chunk: the first model named, the latest usage (it is cumulative), usage-only
@@ -130,6 +146,23 @@ pub(super) fn read_event(data: &[u8], s: &mut SseState, now: Instant) {
         s.usage = Some(Usage::from(u));
     }
     let non_empty = |t: &Option<Cow<'_, str>>| t.as_deref().is_some_and(|t| !t.is_empty());
+    if s.capture.is_some() {
+        for c in chunk.choices.iter().flatten() {
+            if let Some(d) = &c.delta {
+                s.capture_text(d.content.as_deref().unwrap_or(""));
+                s.capture_reasoning(d.reasoning_content.as_deref().unwrap_or(""));
+                for (i, call) in d.tool_calls.iter().flatten().enumerate() {
+                    let f = call.function.as_ref();
+                    s.capture_tool_call(
+                        call.index.unwrap_or(i),
+                        f.and_then(|f| f.name.as_deref()),
+                        f.and_then(|f| f.arguments.as_deref()).unwrap_or(""),
+                    );
+                }
+            }
+            s.capture_text(c.text.as_deref().unwrap_or(""));
+        }
+    }
     let has_token = chunk.choices.iter().flatten().any(|c| {
         let delta_token = c.delta.as_ref().is_some_and(|d| {
             non_empty(&d.content) || non_empty(&d.reasoning_content) || d.tool_calls.is_some()

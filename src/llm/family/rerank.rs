@@ -57,6 +57,14 @@ impl Family for Rerank {
         "/v1/rerank"
     }
 
+    fn span_name(&self) -> &'static str {
+        "Rerank"
+    }
+
+    fn span_kind(&self) -> &'static str {
+        "RERANKER"
+    }
+
     fn required(&self) -> &'static [&'static str] {
         &["query", "documents"]
     }

@@ -107,6 +107,10 @@ impl Family for Responses {
         "/v1/responses"
     }
 
+    fn span_name(&self) -> &'static str {
+        "Responses"
+    }
+
     fn required(&self) -> &'static [&'static str] {
         &["input"]
     }
@@ -155,6 +159,15 @@ impl Family for Responses {
             }
             if let Some(u) = r.usage {
                 s.usage = Some(Usage::from(u));
+            }
+        }
+        if let Some(d) = event.delta.as_deref() {
+            match event.kind.as_ref() {
+                "response.output_text.delta" => s.capture_text(d),
+                "response.reasoning_text.delta" | "response.reasoning_summary_text.delta" => {
+                    s.capture_reasoning(d)
+                }
+                _ => {}
             }
         }
         // Text, reasoning, refusals, tool-call arguments: every `*.delta` with something in it.

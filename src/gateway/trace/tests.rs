@@ -1,0 +1,277 @@
+//! The LLM span of a request, exported to an in-memory exporter through the same
+//! tracing-opentelemetry layer the processor uses.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use opentelemetry::trace::{Status, TracerProvider as _};
+use opentelemetry::Value as OtelValue;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::config::{load, CompileOptions, Config};
+use crate::gateway::{Headers, Reply, Stream};
+use crate::telemetry::{TraceConfig, TraceFormat, REDACTED};
+
+use super::LlmSpan;
+
+fn config() -> Arc<Config> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    Arc::new(
+        load(
+            &[root.join("basic.yaml"), root.join("fireworks.yaml")],
+            &CompileOptions::default(),
+        )
+        .unwrap(),
+    )
+}
+
+/// The spans `f` made, with `cfg`.
+fn spans(cfg: &TraceConfig, f: impl FnOnce(&TraceConfig)) -> Vec<SpanData> {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    tracing::subscriber::with_default(subscriber, || f(cfg));
+    provider.force_flush().unwrap();
+    exporter.get_finished_spans().unwrap()
+}
+
+fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a OtelValue> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| &kv.value)
+}
+
+fn s(span: &SpanData, key: &str) -> String {
+    attr(span, key)
+        .map(|v| v.as_str().into_owned())
+        .unwrap_or_else(|| panic!("no {key} in {:?}", span.attributes))
+}
+
+fn i(span: &SpanData, key: &str) -> i64 {
+    match attr(span, key) {
+        Some(OtelValue::I64(n)) => *n,
+        other => panic!("{key}: {other:?}"),
+    }
+}
+
+const CHAT: &str = r#"{"model":"qwen-instruct","temperature":0.5,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"What is this?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}}]}],"tools":[{"type":"function","function":{"name":"lookup","parameters":{}}}]}"#;
+
+const ANSWER: &str = r#"{"id":"x","model":"accounts/fireworks/models/qwen3-vl-235b-a22b-instruct","choices":[{"index":0,"message":{"role":"assistant","content":"A cat.","tool_calls":[{"id":"call_1","type":"function","function":{"name":"lookup","arguments":"{\"q\":\"cat\"}"}}]}}],"usage":{"prompt_tokens":40,"completion_tokens":3,"total_tokens":43,"prompt_tokens_details":{"cached_tokens":8}}}"#;
+
+/// One chat request through a traced stream: its body, then `answer` (JSON or SSE).
+fn chat(cfg: &TraceConfig, body: &str, content_type: &str, answer: &str) {
+    let span = tracing::info_span!(
+        "ext_proc",
+        otel.name = tracing::field::Empty,
+        otel.kind = "client"
+    );
+    let mut stream = Stream::new(config());
+    stream.trace_with(span.clone(), cfg.clone());
+    let _in = span.enter();
+    let headers = Headers::from([(":method", "POST"), (":path", "/v1/chat/completions")]);
+    stream.on_request_headers(headers, false).unwrap();
+    match stream
+        .on_request_body(Bytes::from(body.to_string()), true)
+        .unwrap()
+    {
+        Reply::Continue(_) => {}
+        Reply::Immediate(i) => {
+            LlmSpan::new(span.clone(), cfg.clone()).refused(i.status, &i.body);
+            return;
+        }
+        Reply::Admit => panic!("no budgets here"),
+    }
+    let resp = Headers::from([(":status", "200"), ("content-type", content_type)]);
+    stream.on_response_headers(resp, false).unwrap();
+    stream
+        .on_response_body(Bytes::from(answer.to_string()), true)
+        .unwrap();
+}
+
+fn with(cfg: TraceConfig, body: &str, content_type: &str, answer: &str) -> SpanData {
+    let mut spans = spans(&cfg, |cfg| chat(cfg, body, content_type, answer));
+    assert_eq!(spans.len(), 1);
+    spans.remove(0)
+}
+
+#[test]
+fn a_chat_span_in_openinference() {
+    let cfg = TraceConfig::default();
+    let span = with(cfg, CHAT, "application/json", ANSWER);
+    assert_eq!(span.name, "ChatCompletion");
+    assert_eq!(s(&span, "openinference.span.kind"), "LLM");
+    assert_eq!(s(&span, "llm.system"), "openai");
+    assert_eq!(s(&span, "llm.provider"), "fireworks");
+    assert_eq!(
+        s(&span, "llm.model_name"),
+        "accounts/fireworks/models/qwen3-vl-235b-a22b-instruct"
+    );
+    let params: serde_json::Value =
+        serde_json::from_str(&s(&span, "llm.invocation_parameters")).unwrap();
+    assert_eq!(params["temperature"], 0.5);
+    assert!(params.get("messages").is_none() && params.get("tools").is_none());
+    assert_eq!(s(&span, "llm.input_messages.0.message.role"), "system");
+    assert_eq!(
+        s(&span, "llm.input_messages.0.message.content"),
+        "Be brief."
+    );
+    assert_eq!(
+        s(
+            &span,
+            "llm.input_messages.1.message.contents.0.message_content.text"
+        ),
+        "What is this?"
+    );
+    let url = s(
+        &span,
+        "llm.input_messages.1.message.contents.1.message_content.image.image.url",
+    );
+    assert!(
+        url.starts_with("data:image/png;base64,[") && !url.contains("iVBOR"),
+        "{url}"
+    );
+    assert!(s(&span, "llm.tools.0.tool.json_schema").contains("lookup"));
+    assert_eq!(s(&span, "input.mime_type"), "application/json");
+    // The raw body keeps everything but the image's bytes.
+    let input = s(&span, "input.value");
+    assert!(
+        input.contains("Be brief.") && input.contains("data:image/png;base64,["),
+        "{input}"
+    );
+    assert!(!input.contains("iVBOR"), "{input}");
+    assert_eq!(s(&span, "llm.output_messages.0.message.content"), "A cat.");
+    assert_eq!(
+        s(
+            &span,
+            "llm.output_messages.0.message.tool_calls.0.tool_call.function.name"
+        ),
+        "lookup"
+    );
+    assert_eq!(i(&span, "llm.token_count.prompt"), 40);
+    assert_eq!(i(&span, "llm.token_count.completion"), 3);
+    assert_eq!(i(&span, "llm.token_count.total"), 43);
+    assert_eq!(i(&span, "llm.token_count.prompt_details.cache_read"), 8);
+    assert!(s(&span, "output.value").contains("A cat."));
+    assert_eq!(span.status, Status::Unset);
+}
+
+#[test]
+fn hidden_inputs_and_outputs_are_replaced() {
+    let cfg = TraceConfig::from_env(TraceFormat::OpenInference, 1024, |name| {
+        matches!(
+            name,
+            "OPENINFERENCE_HIDE_INPUTS" | "OPENINFERENCE_HIDE_OUTPUTS"
+        )
+        .then(|| "true".to_string())
+    });
+    assert!(cfg.hide_inputs && cfg.hide_outputs && !cfg.hide_input_images);
+    let span = with(cfg, CHAT, "application/json", ANSWER);
+    for key in [
+        "input.value",
+        "output.value",
+        "llm.input_messages.0.message.content",
+        "llm.input_messages.1.message.contents.1.message_content.image.image.url",
+        "llm.output_messages.0.message.content",
+        "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments",
+    ] {
+        assert_eq!(s(&span, key), REDACTED, "{key}");
+    }
+    // What is not the conversation stays: tokens, the model.
+    assert_eq!(i(&span, "llm.token_count.total"), 43);
+    assert!(attr(&span, "llm.model_name").is_some());
+    let all = format!("{:?}", span.attributes);
+    assert!(
+        !all.contains("Be brief") && !all.contains("A cat") && !all.contains("iVBOR"),
+        "{all}"
+    );
+
+    // Only images hidden: the text stays.
+    let cfg = TraceConfig::from_env(TraceFormat::OpenInference, 1024, |name| {
+        (name == "OPENINFERENCE_HIDE_INPUT_IMAGES").then(|| "1".to_string())
+    });
+    let span = with(cfg, CHAT, "application/json", ANSWER);
+    assert_eq!(
+        s(
+            &span,
+            "llm.input_messages.1.message.contents.1.message_content.image.image.url"
+        ),
+        REDACTED
+    );
+    assert_eq!(
+        s(
+            &span,
+            "llm.input_messages.1.message.contents.0.message_content.text"
+        ),
+        "What is this?"
+    );
+    let input = s(&span, "input.value");
+    assert!(
+        input.contains("What is this?") && !input.contains("data:image"),
+        "{input}"
+    );
+}
+
+#[test]
+fn a_stream_is_captured_within_its_cap() {
+    let cfg = TraceConfig::from_env(TraceFormat::OpenInference, 8, |_| None);
+    let events = concat!(
+        "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"reasoning_content\":\"Hmm\"}}]}\n\n",
+        "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"Hello\"}}]}\n\n",
+        "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\" there, friend\"}}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3,\"total_tokens\":8}}\n\n",
+        "data: [DONE]\n\n"
+    );
+    let body =
+        r#"{"model":"qwen-instruct","stream":true,"messages":[{"role":"user","content":"Hi"}]}"#;
+    let span = with(cfg, body, "text/event-stream", events);
+    let out = s(&span, "output.value");
+    assert_eq!(out, format!("Hello{}", super::TRUNCATED));
+    assert_eq!(s(&span, "output.mime_type"), "text/plain");
+    assert_eq!(
+        s(&span, "llm.output_messages.0.message.reasoning_content"),
+        "Hmm"
+    );
+    assert_eq!(i(&span, "llm.token_count.completion"), 3);
+    assert!(span.events.iter().any(|e| e.name == "first_token"));
+}
+
+#[test]
+fn the_genai_variant_and_a_refusal() {
+    let cfg = TraceConfig::from_env(TraceFormat::GenAi, 1024, |_| None);
+    let span = with(cfg.clone(), CHAT, "application/json", ANSWER);
+    assert_eq!(span.name, "chat qwen-instruct");
+    assert_eq!(s(&span, "gen_ai.operation.name"), "chat");
+    assert_eq!(s(&span, "gen_ai.provider.name"), "fireworks");
+    assert_eq!(s(&span, "gen_ai.request.model"), "qwen-instruct");
+    assert_eq!(
+        s(&span, "gen_ai.response.model"),
+        "accounts/fireworks/models/qwen3-vl-235b-a22b-instruct"
+    );
+    assert_eq!(i(&span, "gen_ai.usage.input_tokens"), 40);
+    assert_eq!(i(&span, "gen_ai.usage.output_tokens"), 3);
+    let input: serde_json::Value =
+        serde_json::from_str(&s(&span, "gen_ai.input.messages")).unwrap();
+    assert_eq!(input[0]["parts"][0]["content"], "Be brief.");
+    assert!(attr(&span, "llm.model_name").is_none());
+
+    // A refused request: an error span with the error's type.
+    let span = with(
+        cfg,
+        r#"{"model":"no-such-model","messages":[{"role":"user","content":"Hi"}]}"#,
+        "application/json",
+        "",
+    );
+    assert!(
+        matches!(span.status, Status::Error { .. }),
+        "{:?}",
+        span.status
+    );
+    assert_eq!(s(&span, "error.type"), "invalid_request_error");
+    assert_eq!(i(&span, "http.response.status_code"), 404);
+}
