@@ -13,10 +13,11 @@
 //! [`REDACTED`]; keys never reach a span (no header is recorded, and a body's secrets are the
 //! client's own text).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{Status, TraceContextExt as _};
-use opentelemetry::{KeyValue, Value as OtelValue};
+use opentelemetry::{Key, KeyValue, StringValue, Value as OtelValue};
 use serde_json::Value;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -209,13 +210,22 @@ struct Attrs<'a> {
 }
 
 impl Attrs<'_> {
-    fn put(&mut self, key: impl Into<String>, value: impl Into<OtelValue>) {
-        self.out.push(KeyValue::new(key.into(), value.into()));
+    /// A fixed name (`&'static str`) stays static: the SDK clones every attribute of every
+    /// span once more when it exports, and a static key or a shared string costs nothing to
+    /// clone.
+    fn put(&mut self, key: impl Into<Key>, value: impl Into<OtelValue>) {
+        self.out.push(KeyValue::new(key, value));
     }
 
-    fn text(&mut self, key: impl Into<String>, value: &str, hidden: bool) {
-        let v = if hidden { REDACTED } else { value };
-        self.put(key, v.to_string());
+    /// Text from the conversation (shared, so the exporter's clone does not copy it), or the
+    /// redaction marker.
+    fn text(&mut self, key: impl Into<Key>, value: &str, hidden: bool) {
+        let v: OtelValue = if hidden {
+            REDACTED.into()
+        } else {
+            OtelValue::String(StringValue::from(Arc::<str>::from(value)))
+        };
+        self.put(key, v);
     }
 
     fn usage(&mut self, u: &Usage) {
