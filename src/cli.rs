@@ -43,7 +43,7 @@ pub struct Cli {
     pub trace_format: TraceFormat,
     /// Most bytes of a streamed answer kept for its span (text, reasoning, tool calls); the
     /// rest is cut with a marker.
-    #[arg(long, global = true, env = "AI_EXTPROC_TRACE_MAX_OUTPUT_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, global = true, env = "AI_EXTPROC_TRACE_MAX_OUTPUT_BYTES", default_value_t = crate::telemetry::DEFAULT_MAX_OUTPUT_BYTES)]
     pub trace_max_output_bytes: usize,
     /// Runtime worker threads (default: one per core). Beside Envoy on a small machine, 1 often
     /// serves best: no cross-thread wake-ups per ext_proc message.

@@ -78,20 +78,15 @@ pub struct TraceConfig {
 /// What replaces a hidden value.
 pub const REDACTED: &str = "__REDACTED__";
 
+/// `--trace-max-output-bytes`'s default.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 64 * 1024;
+
 impl Default for TraceConfig {
+    /// Nothing hidden.
     fn default() -> Self {
-        Self {
-            format: TraceFormat::OpenInference,
-            hide_inputs: false,
-            hide_outputs: false,
-            hide_input_messages: false,
-            hide_output_messages: false,
-            hide_input_text: false,
-            hide_output_text: false,
-            hide_input_images: false,
-            hide_embedding_vectors: false,
-            max_output_bytes: 64 * 1024,
-        }
+        Self::from_env(TraceFormat::OpenInference, DEFAULT_MAX_OUTPUT_BYTES, |_| {
+            None
+        })
     }
 }
 

@@ -4,9 +4,10 @@
 //! is named after the operation and carries OpenInference attributes (the default, what Arize
 //! Phoenix reads) or OpenTelemetry's GenAI semantic conventions.
 //!
-//! Cost: nothing here runs unless traces are exported. Then the request body is parsed once
-//! more, into one JSON value, and every attribute is read from it; a JSON answer is parsed once;
-//! a stream's output is what its events already gave the family's reader (kept in a bounded
+//! Cost: nothing here runs unless traces are exported. Then the request body's top level is
+//! split into raw fields once and each attribute reads the field it needs (chat messages and
+//! answers into borrowed typed structs, `view`); a JSON answer is read once more; a stream's
+//! output is what its events already gave the family's reader (kept in a bounded
 //! [`Capture`](crate::llm::Capture)), not parsed again.
 //!
 //! Privacy: the `OPENINFERENCE_HIDE_*` switches ([`TraceConfig`]) replace what they hide with
@@ -209,7 +210,14 @@ struct Attrs<'a> {
     out: Vec<KeyValue>,
 }
 
-impl Attrs<'_> {
+impl<'a> Attrs<'a> {
+    fn new(cfg: &'a TraceConfig) -> Self {
+        Self {
+            cfg,
+            out: Vec::new(),
+        }
+    }
+
     /// A fixed name (`&'static str`) stays static: the SDK clones every attribute of every
     /// span once more when it exports, and a static key or a shared string costs nothing to
     /// clone.
@@ -348,27 +356,6 @@ fn read_content(content: &Value, m: &mut Message) {
     }
 }
 
-/// OpenAI's message (chat request or answer).
-fn openai_message(v: &Value) -> Message {
-    let mut m = Message {
-        role: str_of(&v["role"]),
-        ..Message::default()
-    };
-    read_content(&v["content"], &mut m);
-    if let Some(r) = v["reasoning_content"].as_str() {
-        m.reasoning = Some(r.to_string());
-    }
-    for call in v["tool_calls"].as_array().into_iter().flatten() {
-        m.tool_calls.push((
-            str_of(&call["id"]),
-            str_of(&call["function"]["name"]),
-            str_of(&call["function"]["arguments"]),
-        ));
-    }
-    m.tool_call_id = v["tool_call_id"].as_str().map(String::from);
-    m
-}
-
 /// The request's messages, whichever family.
 fn input_messages(family: &dyn Family, fields: &view::Fields<'_>) -> Vec<Message> {
     if family.name() == "chat" {
@@ -447,24 +434,12 @@ fn input_messages(family: &dyn Family, fields: &view::Fields<'_>) -> Vec<Message
 }
 
 /// The answer's messages from a whole JSON body.
-fn output_messages(family: &dyn Family, body: &Value) -> Vec<Message> {
+fn output_messages(family: &dyn Family, body: &[u8]) -> Vec<Message> {
+    if matches!(family.name(), "chat" | "completions") {
+        return view::answer_messages(body).unwrap_or_default();
+    }
+    let body = &serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
     match family.name() {
-        "chat" => body["choices"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| openai_message(&c["message"]))
-            .collect(),
-        "completions" => body["choices"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| Message {
-                role: "assistant".into(),
-                content: Some(str_of(&c["text"])),
-                ..Message::default()
-            })
-            .collect(),
         "responses" => {
             let mut m = Message {
                 role: "assistant".into(),
@@ -694,10 +669,7 @@ fn request_attributes(
     body: &[u8],
 ) -> Vec<KeyValue> {
     let family = routed.family;
-    let mut a = Attrs {
-        cfg,
-        out: Vec::new(),
-    };
+    let mut a = Attrs::new(cfg);
     let fields = view::Fields::parse(body).unwrap_or_default();
     let provider = provider(config, routed);
     match cfg.format {
@@ -814,10 +786,7 @@ fn response_attributes(
     outcome: &ResponseOutcome,
 ) -> Vec<KeyValue> {
     let family = routed.family;
-    let mut a = Attrs {
-        cfg,
-        out: Vec::new(),
-    };
+    let mut a = Attrs::new(cfg);
     let model = outcome
         .response_model
         .clone()
@@ -828,17 +797,11 @@ fn response_attributes(
     }
     // The answer: the JSON body's messages, or what the stream's events said.
     let (messages, value, mime) = match (&outcome.trace_body, &outcome.capture) {
-        (Some(body), _) => {
-            let messages = match family.name() {
-                "chat" | "completions" => view::answer_messages(body).unwrap_or_default(),
-                _ => output_messages(family, &serde_json::from_slice(body).unwrap_or(Value::Null)),
-            };
-            (
-                messages,
-                capped(&String::from_utf8_lossy(body), cfg.max_output_bytes),
-                "application/json",
-            )
-        }
+        (Some(body), _) => (
+            output_messages(family, body),
+            capped(&String::from_utf8_lossy(body), cfg.max_output_bytes),
+            "application/json",
+        ),
         (None, Some(c)) => {
             let mut text = c.text.clone();
             if c.truncated {

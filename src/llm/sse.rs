@@ -93,18 +93,18 @@ impl Capture {
 impl SseState {
     /// Generated text, kept when a trace wants it.
     pub fn capture_text(&mut self, text: &str) {
-        if let Some(c) = self.capture.as_mut() {
-            if c.room(text.len()) {
-                c.text.push_str(text);
-            }
-        }
+        self.capture_into(text, |c| &mut c.text);
     }
 
     /// Reasoning text, kept when a trace wants it.
     pub fn capture_reasoning(&mut self, text: &str) {
+        self.capture_into(text, |c| &mut c.reasoning);
+    }
+
+    fn capture_into(&mut self, text: &str, field: fn(&mut Capture) -> &mut String) {
         if let Some(c) = self.capture.as_mut() {
             if c.room(text.len()) {
-                c.reasoning.push_str(text);
+                field(c).push_str(text);
             }
         }
     }

@@ -646,15 +646,9 @@ fn generate(
         } else {
             None
         });
-    let mut content_pieces = if tool_call.is_some() {
-        Vec::new()
-    } else {
-        pieces(text)
-    };
-    let mut finish = if tool_call.is_some() {
-        "tool_calls"
-    } else {
-        "stop"
+    let (mut content_pieces, mut finish) = match tool_call {
+        Some(_) => (Vec::new(), "tool_calls"),
+        None => (pieces(text), "stop"),
     };
     if let Some(limit) = limit {
         if content_pieces.len() as u64 > limit {

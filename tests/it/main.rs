@@ -27,6 +27,7 @@ mod harness;
 mod long;
 mod messages;
 mod ops;
+mod otlp;
 mod responses;
 mod sdk;
 mod soak;

@@ -452,53 +452,10 @@ impl Stack {
     }
 }
 
-/// An OTLP/gRPC trace collector that keeps what it receives.
-#[derive(Clone, Default)]
-struct Collector(Arc<std::sync::Mutex<Vec<SpanSeen>>>);
-
-/// Trace id and name of an exported span.
-type SpanSeen = (Vec<u8>, String);
-
-#[tonic::async_trait]
-impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
-    for Collector
-{
-    async fn export(
-        &self,
-        request: tonic::Request<
-            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
-        >,
-    ) -> Result<
-        tonic::Response<
-            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
-        >,
-        tonic::Status,
-    > {
-        let mut spans = self.0.lock().unwrap();
-        for rs in request.into_inner().resource_spans {
-            for ss in rs.scope_spans {
-                for span in ss.spans {
-                    spans.push((span.trace_id, span.name));
-                }
-            }
-        }
-        Ok(tonic::Response::new(Default::default()))
-    }
-}
-
 #[tokio::test]
 async fn traces_are_exported_and_context_reaches_the_provider() {
-    let collector = Collector::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let otlp = listener.local_addr().unwrap();
-    let server = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(collector.clone());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(server)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let (collector, endpoint) = crate::otlp::Receiver::start().await;
     let secret = "fw_trace_test_key";
-    let endpoint = format!("http://{otlp}");
     let mut serve = start_serve(secret, &["--otlp-endpoint", &endpoint]).await;
     wait_for_async("processor health SERVING", || async {
         health(serve.grpc).await == Some(ServingStatus::Serving as i32)
@@ -532,12 +489,11 @@ async fn traces_are_exported_and_context_reaches_the_provider() {
         .await
         .unwrap()
         .unwrap();
-    let spans = collector.0.lock().unwrap().clone();
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let spans = collector.spans();
     assert!(
         spans
             .iter()
-            .any(|(t, name)| hex(t) == trace_id && name == "ChatCompletion"),
+            .any(|s| s.trace_id == trace_id && s.name == "ChatCompletion"),
         "no ChatCompletion span (the request's LLM span) of the client's trace among {spans:?}"
     );
 }

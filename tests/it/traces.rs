@@ -3,20 +3,12 @@
 //! OpenTelemetry's GenAI conventions; and the same requests through real Envoy into a real
 //! Arize Phoenix (OpenInference), read back from Phoenix's own API.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use serde_json::Value;
 
 use crate::harness::{envoy_bin, free_port, root, wait_for_200};
+use crate::otlp::{Receiver, Seen};
 
 /// The children of `pid`, whichever of its threads started them.
 fn children(pid: u32) -> Vec<u32> {
@@ -51,68 +43,6 @@ fn alive(pid: u32) -> bool {
             .trim_start()
             .starts_with('Z')
     })
-}
-
-/// A span as the receiver got it: name, status code (2: error), attributes as strings.
-#[derive(Debug, Clone)]
-struct Seen {
-    name: String,
-    error: bool,
-    attrs: HashMap<String, String>,
-    events: Vec<String>,
-}
-
-/// An OTLP/gRPC trace receiver that keeps what it gets.
-#[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<Vec<Seen>>>);
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut seen = self.0.lock().unwrap();
-        for rs in request.into_inner().resource_spans {
-            for ss in rs.scope_spans {
-                for span in ss.spans {
-                    let attrs = span
-                        .attributes
-                        .iter()
-                        .map(|kv| {
-                            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                                Some(AnyValue::StringValue(s)) => s.clone(),
-                                Some(AnyValue::IntValue(i)) => i.to_string(),
-                                Some(AnyValue::DoubleValue(d)) => d.to_string(),
-                                Some(AnyValue::BoolValue(b)) => b.to_string(),
-                                other => format!("{other:?}"),
-                            };
-                            (kv.key.clone(), v)
-                        })
-                        .collect();
-                    seen.push(Seen {
-                        name: span.name,
-                        error: span.status.is_some_and(|s| s.code == 2),
-                        attrs,
-                        events: span.events.into_iter().map(|e| e.name).collect(),
-                    });
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-async fn receiver() -> (Receiver, String) {
-    let r = Receiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(r.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    (r, format!("http://{addr}"))
 }
 
 /// `ai-extproc <global flags> run ...` with the examples, the fake Fireworks and the test
@@ -156,7 +86,7 @@ fn start_run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_hands_its_trace_flags_to_the_processor_and_spans_follow_genai() {
-    let (receiver, endpoint) = receiver().await;
+    let (receiver, endpoint) = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (mut child, base) = start_run(
         dir.path(),
@@ -198,21 +128,20 @@ async fn run_hands_its_trace_flags_to_the_processor_and_spans_follow_genai() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    // The batch exporter sends within seconds; `run` stopping flushes the rest.
+    // The batch exporter sends within seconds.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while receiver
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|s| s.name.starts_with("chat"))
-        .count()
-        < 3
-    {
+    let chat_spans = || {
+        let spans = receiver.spans();
+        (
+            spans.iter().filter(|s| s.name.starts_with("chat")).count(),
+            spans,
+        )
+    };
+    while chat_spans().0 < 3 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "three chat spans: {:#?}",
-            receiver.0.lock().unwrap()
+            chat_spans().1
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -232,7 +161,7 @@ async fn run_hands_its_trace_flags_to_the_processor_and_spans_follow_genai() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let spans: Vec<Seen> = receiver.0.lock().unwrap().clone();
+    let spans: Vec<Seen> = receiver.spans();
     let chat: Vec<&Seen> = spans
         .iter()
         .filter(|s| s.name == "chat qwen-instruct")

@@ -168,9 +168,8 @@ impl Family for Messages {
         }
         let non_empty = |t: &Option<Cow<'_, str>>| t.as_deref().is_some_and(|t| !t.is_empty());
         if let Some(d) = event.delta.as_ref().filter(|_| s.capture.is_some()) {
-            let (text, thinking) = (d.text.clone(), d.thinking.clone());
-            s.capture_text(text.as_deref().unwrap_or(""));
-            s.capture_reasoning(thinking.as_deref().unwrap_or(""));
+            s.capture_text(d.text.as_deref().unwrap_or(""));
+            s.capture_reasoning(d.thinking.as_deref().unwrap_or(""));
         }
         let token = event.kind == "content_block_delta"
             && event.delta.is_some_and(|d| {

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::time::Instant;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::llm::error::ErrorBody;
 use crate::llm::request::{Edit, RequestError, RequestInfo, Shape};
@@ -109,8 +110,9 @@ struct Delta<'a> {
     content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     reasoning_content: Option<Cow<'a, str>>,
+    /// Left unparsed (a scan, like `IgnoredAny`) unless a trace keeps the answer.
     #[serde(default, borrow)]
-    tool_calls: Option<Vec<ToolCallDelta<'a>>>,
+    tool_calls: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -151,7 +153,11 @@ pub(super) fn read_event(data: &[u8], s: &mut SseState, now: Instant) {
             if let Some(d) = &c.delta {
                 s.capture_text(d.content.as_deref().unwrap_or(""));
                 s.capture_reasoning(d.reasoning_content.as_deref().unwrap_or(""));
-                for (i, call) in d.tool_calls.iter().flatten().enumerate() {
+                let calls: Vec<ToolCallDelta<'_>> = d
+                    .tool_calls
+                    .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                    .unwrap_or_default();
+                for (i, call) in calls.iter().enumerate() {
                     let f = call.function.as_ref();
                     s.capture_tool_call(
                         call.index.unwrap_or(i),
