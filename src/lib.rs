@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod http_get;
 pub mod llm;
 pub mod local;
+pub mod otlp;
 pub mod providers;
 pub mod telemetry;
 pub mod upstreams;

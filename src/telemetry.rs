@@ -1,13 +1,7 @@
 //! Logs and traces: `tracing` with text or JSON output, and, when an OTLP endpoint is given
-//! (off by default), OpenTelemetry trace export with W3C trace context taken from the client
-//! and handed on to the provider.
+//! (off by default), one LLM span per request exported over OTLP (`crate::otlp`), a child of
+//! the client's W3C trace context and handed on to the provider.
 
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -126,25 +120,15 @@ pub fn trace_config() -> &'static TraceConfig {
 
 /// Keeps the trace exporter alive; flushes it when dropped.
 pub struct TelemetryGuard {
-    provider: Option<SdkTracerProvider>,
-}
-
-impl Drop for TelemetryGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.provider.take() {
-            let _ = p.shutdown();
-        }
-    }
+    _export: Option<crate::otlp::ExportGuard>,
 }
 
 /// Whether spans are exported (and trace context propagated to providers).
-static TRACING_EXPORT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 pub fn export_enabled() -> bool {
-    TRACING_EXPORT.load(std::sync::atomic::Ordering::Relaxed)
+    crate::otlp::tracer().is_some()
 }
 
-/// Installs the global subscriber. Call from inside the tokio runtime (the exporter uses it).
+/// Installs the global subscriber and, with `otlp_endpoint`, starts the span exporter.
 pub fn init(
     filter: &str,
     format: LogFormat,
@@ -159,96 +143,26 @@ pub fn init(
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    // The log level filters the log only: spans are exported whatever `--log` says (with
-    // `--log warn` the info-level request spans would otherwise never reach the collector).
+    // The log level filters the log only: LLM spans do not go through `tracing`, so they are
+    // exported whatever `--log` says (`--log warn` once kept them from the collector).
     let fmt = match format {
         LogFormat::Text => fmt.with_filter(filter).boxed(),
         LogFormat::Json => fmt.json().with_filter(filter).boxed(),
     };
-    let (otel, provider) = match otlp_endpoint {
+    let export = match otlp_endpoint {
         Some(endpoint) => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .build()
-                .map_err(|e| format!("OTLP exporter for {endpoint}: {e}"))?;
-            let resource = opentelemetry_sdk::Resource::builder()
-                .with_service_name("ai-extproc")
-                .build();
-            let provider = SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
-                .with_resource(resource)
-                .build();
-            let tracer = provider.tracer("ai-extproc");
-            TRACING_EXPORT.store(true, std::sync::atomic::Ordering::Relaxed);
-            (
-                Some(
-                    // Only what a trace reader needs: no source locations, threads, targets,
-                    // busy/idle timers or context activation, each a cost on every poll of
-                    // a stream's future (its span is entered and left per ext_proc message).
-                    tracing_opentelemetry::layer()
-                        .with_tracer(tracer)
-                        .with_location(false)
-                        .with_threads(false)
-                        .with_target(false)
-                        .with_tracked_inactivity(false)
-                        .with_context_activation(false)
-                        .with_filter(
-                            tracing_subscriber::filter::Targets::new()
-                                .with_target("ai_extproc", tracing::Level::INFO),
-                        ),
-                ),
-                Some(provider),
-            )
+            let env = |name: &str| std::env::var(name).ok();
+            let sampler = crate::otlp::sampler_from_env(env)?;
+            let settings = crate::otlp::Settings::from_env(endpoint, env)?;
+            let (sink, guard) = crate::otlp::start(settings)?;
+            crate::otlp::install(crate::otlp::Tracer { sink, sampler });
+            Some(guard)
         }
-        None => (None, None),
+        None => None,
     };
     tracing_subscriber::registry()
         .with(fmt)
-        .with(otel)
         .try_init()
         .map_err(|e| e.to_string())?;
-    Ok(TelemetryGuard { provider })
-}
-
-struct HeaderPairs<'a>(&'a [(String, String)]);
-
-impl Extractor for HeaderPairs<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.iter().map(|(k, _)| k.as_str()).collect()
-    }
-}
-
-/// Makes `span` a child of the client's W3C trace context (`traceparent`, `tracestate`).
-pub fn adopt_parent(span: &tracing::Span, headers: &[(String, String)]) {
-    if !export_enabled() {
-        return;
-    }
-    let parent = TraceContextPropagator::new().extract(&HeaderPairs(headers));
-    let _ = span.set_parent(parent);
-}
-
-struct Collect(Vec<(String, String)>);
-
-impl Injector for Collect {
-    fn set(&mut self, key: &str, value: String) {
-        self.0.push((key.to_string(), value));
-    }
-}
-
-/// The W3C headers that carry `span`'s context to the provider (empty when export is off).
-pub fn context_headers(span: &tracing::Span) -> Vec<(String, String)> {
-    if !export_enabled() {
-        return Vec::new();
-    }
-    let mut out = Collect(Vec::new());
-    TraceContextPropagator::new().inject_context(&span.context(), &mut out);
-    out.0
+    Ok(TelemetryGuard { _export: export })
 }

@@ -269,6 +269,7 @@ fn every_panel_reads_series_the_processor_exports() {
         "gen_ai_server_time_to_first_token_seconds_bucket",
         "gen_ai_client_token_usage_sum",
         "ai_extproc_usage_records_dropped",
+        "ai_extproc_trace_spans_dropped",
         "ai_extproc_config_generation",
         "ai_extproc_config_reloads_total",
     ] {

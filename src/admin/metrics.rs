@@ -95,6 +95,7 @@ pub struct Metrics {
     config_warnings: Gauge<u64, AtomicU64>,
     config_files_emptied: Counter,
     pub usage_records_dropped: Gauge<u64, AtomicU64>,
+    pub trace_spans_dropped: Gauge<u64, AtomicU64>,
     pub runtime_workers: Gauge<u64, AtomicU64>,
 }
 
@@ -131,6 +132,7 @@ impl Metrics {
             config_warnings: Gauge::default(),
             config_files_emptied: Counter::default(),
             usage_records_dropped: Gauge::default(),
+            trace_spans_dropped: Gauge::default(),
             runtime_workers: Gauge::default(),
             registry: Registry::default(),
         };
@@ -214,6 +216,11 @@ impl Metrics {
             "ai_extproc_usage_records_dropped",
             "Usage records some consumer did not get (buffer full)",
             m.usage_records_dropped.clone(),
+        );
+        registry.register(
+            "ai_extproc_trace_spans_dropped",
+            "LLM spans not exported (export queue full, or the collector failed or was unreachable)",
+            m.trace_spans_dropped.clone(),
         );
         registry.register(
             "ai_extproc_runtime_workers",

@@ -64,6 +64,10 @@ async fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<By
             if let Some(hub) = &state.usage {
                 state.metrics.usage_records_dropped.set(hub.dropped());
             }
+            state
+                .metrics
+                .trace_spans_dropped
+                .set(crate::otlp::dropped());
             text(
                 StatusCode::OK,
                 state.metrics.encode(),

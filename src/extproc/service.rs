@@ -114,19 +114,22 @@ impl StreamState {
                 return None;
             }
         };
-        let first = self.span.is_none();
-        let span = self
-            .span
-            .get_or_insert_with(|| stream_span(&message))
-            .clone();
+        let mut stream = self.stream.take()?;
+        let span = match &self.span {
+            Some(span) => span.clone(),
+            None => {
+                let headers = trace_headers(&message);
+                if let Some(tracer) = crate::otlp::tracer() {
+                    let cfg = crate::telemetry::trace_config().clone();
+                    stream.trace_with(crate::gateway::LlmSpan::start(tracer, &headers, cfg));
+                }
+                self.span.insert(stream_span(&headers)).clone()
+            }
+        };
         let is_body = matches!(
             message.request,
             Some(processing_request::Request::RequestBody(_))
         );
-        let mut stream = self.stream.take()?;
-        if first && crate::telemetry::export_enabled() {
-            stream.trace_with(span.clone(), crate::telemetry::trace_config().clone());
-        }
         let large = match &message.request {
             Some(
                 processing_request::Request::RequestBody(b)
@@ -188,12 +191,15 @@ impl StreamState {
                 let status = i.status.as_ref().map_or(0, |s| s.code);
                 let status = u16::try_from(status).unwrap_or(0);
                 self.metrics.immediate_response(status);
-                if crate::telemetry::export_enabled() {
-                    let cfg = crate::telemetry::trace_config().clone();
-                    crate::gateway::LlmSpan::new(span.clone(), cfg).refused(status, &i.body);
+                if let Some(stream) = &mut self.stream {
+                    stream.trace_refused(status, &i.body);
                 }
             }
-            Ok(r) if is_body => propagate_trace_context(r),
+            Ok(r) if is_body => {
+                if let Some(stream) = &self.stream {
+                    propagate_trace_context(r, stream.trace_context_headers());
+                }
+            }
             Ok(_) => {}
             Err(_) => self.failed = true,
         }
@@ -201,21 +207,13 @@ impl StreamState {
     }
 }
 
-/// The stream's span, named after Envoy's request id and, with trace export on, a child of the
-/// client's trace context. Every line logged for the stream carries the request id.
-fn stream_span(first: &ProcessingRequest) -> tracing::Span {
-    // `otel.name` becomes the operation's name once the endpoint is known (gateway::trace).
-    let span = tracing::info_span!(
-        "ext_proc",
-        request_id = tracing::field::Empty,
-        otel.name = tracing::field::Empty,
-        otel.kind = "client",
-    );
+/// The request headers that name the request and its trace (`x-request-id`, `traceparent`,
+/// `tracestate`), from the stream's first message.
+fn trace_headers(first: &ProcessingRequest) -> Vec<(String, String)> {
     let Some(processing_request::Request::RequestHeaders(h)) = &first.request else {
-        return span;
+        return Vec::new();
     };
-    let pairs: Vec<(String, String)> = h
-        .headers
+    h.headers
         .as_ref()
         .map(|m| {
             m.headers
@@ -234,17 +232,22 @@ fn stream_span(first: &ProcessingRequest) -> tracing::Span {
                 })
                 .collect()
         })
-        .unwrap_or_default();
-    if let Some((_, id)) = pairs.iter().find(|(k, _)| k == "x-request-id") {
+        .unwrap_or_default()
+}
+
+/// The stream's log span, named after Envoy's request id: every line logged for the stream
+/// carries it. (The exported LLM span is `gateway::LlmSpan`, not this.)
+fn stream_span(headers: &[(String, String)]) -> tracing::Span {
+    let span = tracing::info_span!("ext_proc", request_id = tracing::field::Empty);
+    if let Some((_, id)) = headers.iter().find(|(k, _)| k == "x-request-id") {
         span.record("request_id", id.as_str());
     }
-    crate::telemetry::adopt_parent(&span, &pairs);
     span
 }
 
-/// Hands the stream span's trace context to the provider (`traceparent`), when exporting.
-fn propagate_trace_context(reply: &mut ProcessingResponse) {
-    let headers = crate::telemetry::context_headers(&tracing::Span::current());
+/// Hands the request's trace context (`headers`: `traceparent`, `tracestate`) to the
+/// provider, when exporting.
+fn propagate_trace_context(reply: &mut ProcessingResponse, headers: Vec<(String, String)>) {
     if headers.is_empty() {
         return;
     }

@@ -24,7 +24,6 @@ use super::request::{self, Request, Routed};
 use super::response::{ResponseBody, ResponseOutcome};
 use super::trace::LlmSpan;
 use super::Options;
-use crate::telemetry::TraceConfig;
 
 /// Compressed bodies larger than this (in compressed bytes) are decoded off the thread that
 /// answers Envoy, so one large or hostile body does not hold up every other stream.
@@ -77,9 +76,25 @@ impl Stream {
         }
     }
 
-    /// Makes `span` the request's LLM span (traces are exported), with `cfg`'s attributes.
-    pub fn trace_with(&mut self, span: tracing::Span, cfg: TraceConfig) {
-        self.span = Some(LlmSpan::new(span, cfg));
+    /// Makes `span` the request's LLM span (traces are exported).
+    pub fn trace_with(&mut self, span: LlmSpan) {
+        self.span = Some(span);
+    }
+
+    /// The W3C headers that hand the request's span on to the provider (none when traces
+    /// are not exported).
+    pub fn trace_context_headers(&self) -> Vec<(String, String)> {
+        self.span
+            .as_ref()
+            .map(LlmSpan::context_headers)
+            .unwrap_or_default()
+    }
+
+    /// The gateway answered the request itself with `status` and `body`: the span says so.
+    pub fn trace_refused(&mut self, status: u16, body: &[u8]) {
+        if let Some(span) = &mut self.span {
+            span.refused(status, body);
+        }
     }
 
     fn expected(&self) -> &'static str {
@@ -150,7 +165,7 @@ impl Stream {
             Endpoint::Api(family) => Some(family),
             Endpoint::Models | Endpoint::Model | Endpoint::StoredResponse => None,
         };
-        if let (Some(span), Some(family)) = (&self.span, family) {
+        if let (Some(span), Some(family)) = (&mut self.span, family) {
             span.named(family);
         }
         if !endpoint.allows(&method) {
@@ -286,7 +301,7 @@ impl Stream {
         };
         match request.route(&self.config, &self.options) {
             Ok((reply, routed)) => {
-                if let Some(span) = &self.span {
+                if let Some(span) = &mut self.span {
                     let sent = reply.body.as_deref().unwrap_or(&buffer);
                     span.request(&self.config, &routed, sent);
                 }
@@ -516,7 +531,7 @@ impl Stream {
 
     /// The request ended: its reservations settled to what it used, its usage recorded, the
     /// backend of a stored response remembered.
-    fn emit(&self, routed: &Routed, outcome: &ResponseOutcome) {
+    fn emit(&mut self, routed: &Routed, outcome: &ResponseOutcome) {
         if let Some(id) = &outcome.response_id {
             let backend = routed.backend_name(&self.config);
             if (200..300).contains(&routed.status) && !backend.is_empty() {
@@ -540,7 +555,7 @@ impl Stream {
             }
             charges
         };
-        if let Some(span) = &self.span {
+        if let Some(span) = &mut self.span {
             span.response(&self.config, routed, outcome);
         }
         if let Some(hub) = &self.options.usage {

@@ -64,8 +64,8 @@ pub struct SseState {
 pub struct Capture {
     pub text: String,
     pub reasoning: String,
-    /// Tool calls as they stream: `name(arguments)`, one per call index.
-    pub tool_calls: Vec<(String, String)>,
+    /// Tool calls as they stream, one per call index: (id, name, arguments).
+    pub tool_calls: Vec<(String, String, String)>,
     pub truncated: bool,
     cap: usize,
     used: usize,
@@ -109,22 +109,32 @@ impl SseState {
         }
     }
 
-    /// A piece of tool call `index` (its name when first seen, then its arguments).
-    pub fn capture_tool_call(&mut self, index: usize, name: Option<&str>, arguments: &str) {
+    /// A piece of tool call `index`: its id and name when first seen, then its arguments.
+    pub fn capture_tool_call(
+        &mut self,
+        index: usize,
+        id: Option<&str>,
+        name: Option<&str>,
+        arguments: &str,
+    ) {
         let Some(c) = self.capture.as_mut() else {
             return;
         };
-        let n = name.map_or(0, str::len) + arguments.len();
+        let n = id.map_or(0, str::len) + name.map_or(0, str::len) + arguments.len();
         if index > 128 || !c.room(n) {
             return;
         }
         while c.tool_calls.len() <= index {
-            c.tool_calls.push((String::new(), String::new()));
+            c.tool_calls.push(Default::default());
+        }
+        let call = &mut c.tool_calls[index];
+        if let Some(id) = id {
+            call.0.push_str(id);
         }
         if let Some(name) = name {
-            c.tool_calls[index].0.push_str(name);
+            call.1.push_str(name);
         }
-        c.tool_calls[index].1.push_str(arguments);
+        call.2.push_str(arguments);
     }
 }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::Message;
+use super::messages::Message;
 
 /// A JSON object's fields, unparsed.
 #[derive(Default)]

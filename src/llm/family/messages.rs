@@ -77,6 +77,23 @@ struct Event<'a> {
     /// `content_block_delta`: `text_delta`, `thinking_delta`, `input_json_delta`.
     #[serde(default, borrow)]
     delta: Option<Delta<'a>>,
+    /// `content_block_start`/`_delta`: the block's position in the answer.
+    #[serde(default)]
+    index: Option<usize>,
+    /// `content_block_start`: a `tool_use` block names its call (id, name) here; its input
+    /// follows as `input_json_delta` pieces.
+    #[serde(default, borrow)]
+    content_block: Option<Block<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Block<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -167,9 +184,29 @@ impl Family for Messages {
             s.usage = Some(u.merge(s.usage));
         }
         let non_empty = |t: &Option<Cow<'_, str>>| t.as_deref().is_some_and(|t| !t.is_empty());
-        if let Some(d) = event.delta.as_ref().filter(|_| s.capture.is_some()) {
-            s.capture_text(d.text.as_deref().unwrap_or(""));
-            s.capture_reasoning(d.thinking.as_deref().unwrap_or(""));
+        if s.capture.is_some() {
+            // Tool calls are numbered by the block that holds them; a block index past the
+            // captured calls' count makes room (text blocks leave empty slots, dropped when
+            // the span is written).
+            if let Some(b) = event
+                .content_block
+                .as_ref()
+                .filter(|b| b.kind == "tool_use")
+            {
+                s.capture_tool_call(
+                    event.index.unwrap_or(0),
+                    b.id.as_deref(),
+                    b.name.as_deref(),
+                    "",
+                );
+            }
+            if let Some(d) = event.delta.as_ref() {
+                s.capture_text(d.text.as_deref().unwrap_or(""));
+                s.capture_reasoning(d.thinking.as_deref().unwrap_or(""));
+                if let Some(json) = d.partial_json.as_deref().filter(|j| !j.is_empty()) {
+                    s.capture_tool_call(event.index.unwrap_or(0), None, None, json);
+                }
+            }
         }
         let token = event.kind == "content_block_delta"
             && event.delta.is_some_and(|d| {

@@ -119,6 +119,9 @@ struct Delta<'a> {
 struct ToolCallDelta<'a> {
     #[serde(default)]
     index: Option<usize>,
+    /// In the call's first delta only.
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     function: Option<FunctionDelta<'a>>,
 }
@@ -161,6 +164,7 @@ pub(super) fn read_event(data: &[u8], s: &mut SseState, now: Instant) {
                     let f = call.function.as_ref();
                     s.capture_tool_call(
                         call.index.unwrap_or(i),
+                        call.id.as_deref(),
                         f.and_then(|f| f.name.as_deref()),
                         f.and_then(|f| f.arguments.as_deref()).unwrap_or(""),
                     );

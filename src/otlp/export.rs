@@ -1,0 +1,361 @@
+//! The exporter: spans, already encoded, go through a bounded queue to a thread of their own
+//! that batches them into `ExportTraceServiceRequest`s and sends them over OTLP/gRPC. The
+//! request path's cost is one push under a lock; batching, the HTTP/2 writes and waiting on the
+//! collector happen off the processor's runtime. A full queue or a failed export drops spans
+//! and counts them (`ai_extproc_trace_spans_dropped`), never blocks a request.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf as _, BufMut as _, Bytes};
+use http::uri::PathAndQuery;
+use tokio::sync::Notify;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::Status;
+
+use super::wire::{self, Value};
+
+const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Spans dropped since start (queue full, or the collector failed or was unreachable).
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// The spans waiting for export. A producer takes the lock to push and wakes the exporter only
+/// when a batch is full (a wake-up per span, a syscall into another thread, cost more than
+/// the rest of the export); otherwise the exporter looks every `OTEL_BSP_SCHEDULE_DELAY`.
+#[derive(Debug, Default)]
+struct Queue {
+    state: Mutex<Pending>,
+    wake: Notify,
+    cap: usize,
+    batch: usize,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    spans: Vec<Vec<u8>>,
+    /// Callers waiting for everything queued before them to be exported.
+    flushes: Vec<std::sync::mpsc::Sender<()>>,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A panic while holding the lock leaves plain data behind: keep using it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Where finished spans go: the exporter's queue (or a test's).
+#[derive(Debug, Clone)]
+pub struct Sink(Arc<Queue>);
+
+impl Sink {
+    /// Queues an encoded span; when the queue is full the span is dropped and counted.
+    pub fn send(&self, span: Vec<u8>) {
+        let q = &self.0;
+        let mut pending = q.lock();
+        if pending.spans.len() >= q.cap {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        pending.spans.push(span);
+        let full = pending.spans.len() == q.batch;
+        drop(pending);
+        if full {
+            q.wake.notify_one();
+        }
+    }
+
+    /// A sink whose spans a test reads.
+    pub fn for_test() -> (Sink, Received) {
+        let q = Arc::new(Queue {
+            cap: 64,
+            batch: 64,
+            ..Queue::default()
+        });
+        (Sink(q.clone()), Received(q))
+    }
+}
+
+/// The spans a test sink got.
+pub struct Received(Arc<Queue>);
+
+impl Received {
+    pub fn spans(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.0.lock().spans)
+    }
+}
+
+/// How and where spans are exported (OpenTelemetry's standard environment variables).
+#[derive(Debug)]
+pub struct Settings {
+    endpoint: String,
+    headers: MetadataMap,
+    timeout: Duration,
+    delay: Duration,
+    queue: usize,
+    batch: usize,
+    /// The encoded `Resource` (service.name and `OTEL_RESOURCE_ATTRIBUTES`).
+    resource: Vec<u8>,
+}
+
+impl Settings {
+    /// `endpoint` (`http://host:port`), the rest from `OTEL_EXPORTER_OTLP_{,TRACES_}HEADERS`,
+    /// `..._TIMEOUT` (ms), `OTEL_BSP_SCHEDULE_DELAY` (ms), `OTEL_BSP_MAX_QUEUE_SIZE`,
+    /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`; a value that cannot be honoured is an error naming
+    /// its variable.
+    pub fn from_env(endpoint: &str, get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        if !endpoint.starts_with("http://") {
+            return Err(format!(
+                "--otlp-endpoint {endpoint:?}: only plain http:// collectors are supported \
+                 (run an OpenTelemetry Collector beside the processor for TLS)"
+            ));
+        }
+        let pick = |traces: &str, generic: &str| {
+            get(traces)
+                .map(|v| (traces.to_string(), v))
+                .or_else(|| get(generic).map(|v| (generic.to_string(), v)))
+        };
+        if let Some((name, v)) = pick(
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+        ) {
+            if !v.is_empty() && v != "none" {
+                return Err(format!(
+                    "{name}={v:?}: compression is not supported (leave it unset or \"none\")"
+                ));
+            }
+        }
+        let number = |name: &str, default: u64| -> Result<u64, String> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("{name}={v:?}: not a whole number")),
+            }
+        };
+        let timeout = match pick(
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ) {
+            Some((name, _)) => number(&name, 10_000)?,
+            None => 10_000,
+        };
+        let queue = number("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?.max(1) as usize;
+        let batch = (number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?.max(1) as usize).min(queue);
+        let mut headers = MetadataMap::new();
+        if let Some((name, list)) = pick(
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ) {
+            for pair in list.split(',').filter(|p| !p.trim().is_empty()) {
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("{name}: {pair:?} is not key=value"))?;
+                let k = percent_decode(k.trim());
+                let v = percent_decode(v.trim());
+                let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| format!("{name}: {k:?} is not a header name"))?;
+                let value = MetadataValue::try_from(v.as_str())
+                    .map_err(|_| format!("{name}: the value of {k:?} is not a header value"))?;
+                headers.insert(key, value);
+            }
+        }
+        Ok(Self {
+            endpoint: endpoint.to_string(),
+            headers,
+            timeout: Duration::from_millis(timeout),
+            delay: Duration::from_millis(number("OTEL_BSP_SCHEDULE_DELAY", 5000)?),
+            queue,
+            batch,
+            resource: resource(),
+        })
+    }
+}
+
+/// `%XX` escapes decoded (W3C baggage format, which the OTLP header variables use).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|c| hex(*c)),
+            b.get(i + 2).and_then(|c| hex(*c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The encoded `Resource`: `service.name` = ai-extproc and what the SDK's detectors read
+/// (`OTEL_RESOURCE_ATTRIBUTES`; Phoenix takes its project from `openinference.project.name`).
+fn resource() -> Vec<u8> {
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("ai-extproc")
+        .build();
+    let mut buf = Vec::new();
+    for (k, v) in resource.iter() {
+        let text;
+        let value = match v {
+            opentelemetry::Value::String(s) => Value::Str(s.as_str()),
+            opentelemetry::Value::I64(i) => Value::Int(*i),
+            opentelemetry::Value::F64(d) => Value::Double(*d),
+            opentelemetry::Value::Bool(b) => Value::Bool(*b),
+            other => {
+                text = other.to_string();
+                Value::Str(&text)
+            }
+        };
+        wire::key_value(&mut buf, 1, k.as_str(), value);
+    }
+    buf
+}
+
+/// The encoded `InstrumentationScope`.
+fn scope() -> Vec<u8> {
+    let mut buf = Vec::new();
+    wire::bytes_field(&mut buf, 1, b"ai-extproc");
+    wire::bytes_field(&mut buf, 2, env!("CARGO_PKG_VERSION").as_bytes());
+    buf
+}
+
+/// Flushes the queue when dropped (the process is stopping).
+pub struct ExportGuard {
+    sink: Sink,
+    wait: Duration,
+}
+
+impl Drop for ExportGuard {
+    fn drop(&mut self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.sink.0.lock().flushes.push(tx);
+        self.sink.0.wake.notify_one();
+        let _ = rx.recv_timeout(self.wait);
+    }
+}
+
+/// Starts the export thread; spans sent to the returned sink reach the collector.
+pub fn start(settings: Settings) -> Result<(Sink, ExportGuard), String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(settings.endpoint.clone())
+        .map_err(|e| format!("--otlp-endpoint {:?}: {e}", settings.endpoint))?
+        .timeout(settings.timeout)
+        .connect_timeout(settings.timeout);
+    let queue = Arc::new(Queue {
+        cap: settings.queue,
+        batch: settings.batch,
+        ..Queue::default()
+    });
+    let wait = settings.timeout + Duration::from_secs(1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("the trace exporter's runtime: {e}"))?;
+    let exporter = queue.clone();
+    std::thread::Builder::new()
+        .name("otlp-export".into())
+        .spawn(move || runtime.block_on(run(exporter, endpoint, settings)))
+        .map_err(|e| format!("the trace exporter's thread: {e}"))?;
+    let sink = Sink(queue);
+    Ok((sink.clone(), ExportGuard { sink, wait }))
+}
+
+async fn run(queue: Arc<Queue>, endpoint: tonic::transport::Endpoint, s: Settings) {
+    // Lazy: the collector may come up after the processor; each export tries again.
+    let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy());
+    let scope = scope();
+    let mut failing = false;
+    loop {
+        let _ = tokio::time::timeout(s.delay, queue.wake.notified()).await;
+        let (spans, flushes) = {
+            let mut pending = queue.lock();
+            (
+                std::mem::take(&mut pending.spans),
+                std::mem::take(&mut pending.flushes),
+            )
+        };
+        for batch in spans.chunks(s.batch) {
+            let body = Bytes::from(wire::export_request(&s.resource, &scope, batch));
+            let mut request = tonic::Request::new(body);
+            *request.metadata_mut() = s.headers.clone();
+            let sent = match grpc.ready().await {
+                Ok(()) => grpc
+                    .unary(request, PathAndQuery::from_static(EXPORT), Raw)
+                    .await
+                    .map(drop),
+                Err(e) => Err(Status::unavailable(e.to_string())),
+            };
+            match sent {
+                Ok(()) => failing = false,
+                Err(status) => {
+                    DROPPED.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    // One warning per run of failures, not one per batch.
+                    if !failing {
+                        tracing::warn!(endpoint = %s.endpoint, error = %status.message(), "exporting spans failed; dropping them until the collector answers");
+                    }
+                    failing = true;
+                }
+            }
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// The gRPC codec of already encoded messages: the request is sent as is, the answer (an
+/// `ExportTraceServiceResponse`, whose partial success we do not act on) read and dropped.
+#[derive(Debug, Clone, Copy)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Bytes;
+    type Decode = ();
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = ();
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
+        src.advance(src.remaining());
+        Ok(Some(()))
+    }
+}

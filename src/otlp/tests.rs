@@ -1,0 +1,238 @@
+//! What the span writer and the export request encode, decoded with OTLP's generated types;
+//! W3C context in and out; the exporter's settings and its behaviour without a collector.
+
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span};
+use prost::Message as _;
+
+use super::*;
+
+fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn attr<'a>(span: &'a Span, key: &str) -> Vec<&'a Any> {
+    span.attributes
+        .iter()
+        .filter(|kv| kv.key == key)
+        .filter_map(|kv| kv.value.as_ref()?.value.as_ref())
+        .collect()
+}
+
+fn default_sampler() -> opentelemetry_sdk::trace::Sampler {
+    sampler_from_env(|_| None).unwrap()
+}
+
+const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[test]
+fn a_span_decodes_as_otlp_with_everything_written() {
+    let incoming = headers(&[("traceparent", PARENT), ("tracestate", "vendor=x")]);
+    let mut w = SpanWriter::start("ext_proc", &incoming, &default_sampler());
+    assert!(w.sampled());
+    w.rename("ChatCompletion");
+    w.attr("text", "héllo");
+    w.attr("empty", "");
+    w.attr("int", 42i64);
+    w.attr("negative", -7i64);
+    w.attr("zero", 0i64);
+    w.attr("ratio", 0.5f64);
+    w.attr("flag", true);
+    w.late_str("llm.model_name", "asked".into());
+    w.late_str("llm.model_name", "answered".into());
+    w.late_int("http.response.status_code", 404);
+    w.event(
+        "first_token",
+        1_000,
+        &[("time_to_first_token_ms", Value::Double(12.5))],
+    );
+    w.error("refused");
+    let bytes = w.finish(2_000);
+    let span = Span::decode(bytes.as_slice()).expect("a valid OTLP Span");
+
+    assert_eq!(span.name, "ChatCompletion");
+    assert_eq!(hex(&span.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hex(&span.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(span.span_id.len(), 8);
+    assert_ne!(hex(&span.span_id), "00f067aa0ba902b7");
+    assert_eq!(span.trace_state, "vendor=x");
+    assert_eq!(span.kind, SpanKind::Client as i32);
+    assert!(span.start_time_unix_nano > 0 && span.end_time_unix_nano >= span.start_time_unix_nano);
+    assert_eq!(attr(&span, "text"), [&Any::StringValue("héllo".into())]);
+    assert_eq!(attr(&span, "empty"), [&Any::StringValue(String::new())]);
+    assert_eq!(attr(&span, "int"), [&Any::IntValue(42)]);
+    assert_eq!(attr(&span, "negative"), [&Any::IntValue(-7)]);
+    assert_eq!(attr(&span, "zero"), [&Any::IntValue(0)]);
+    assert_eq!(attr(&span, "ratio"), [&Any::DoubleValue(0.5)]);
+    assert_eq!(attr(&span, "flag"), [&Any::BoolValue(true)]);
+    // Set twice, written once: the last value.
+    assert_eq!(
+        attr(&span, "llm.model_name"),
+        [&Any::StringValue("answered".into())]
+    );
+    assert_eq!(
+        attr(&span, "http.response.status_code"),
+        [&Any::IntValue(404)]
+    );
+    assert_eq!(span.events.len(), 1);
+    assert_eq!(span.events[0].name, "first_token");
+    assert_eq!(span.events[0].time_unix_nano, 1_000);
+    assert_eq!(
+        span.events[0].attributes[0].value.as_ref().unwrap().value,
+        Some(Any::DoubleValue(12.5))
+    );
+    let status = span.status.expect("error status");
+    assert_eq!(status.code, StatusCode::Error as i32);
+    assert_eq!(status.message, "refused");
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn context_in_and_out() {
+    // A child of the client's trace hands its own id on, sampled as its parent was.
+    let incoming = headers(&[("traceparent", PARENT), ("tracestate", "vendor=x")]);
+    let w = SpanWriter::start("x", &incoming, &default_sampler());
+    let out = w.context_headers();
+    assert!(
+        out.contains(&("tracestate".to_string(), "vendor=x".to_string())),
+        "{out:?}"
+    );
+    let traceparent = &out.iter().find(|(k, _)| k == "traceparent").unwrap().1;
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(parts[2], "00f067aa0ba902b7");
+    assert_eq!(parts[3], "01");
+
+    // An unsampled parent: not recorded, but the context still goes on (unsampled).
+    let unsampled = PARENT.replace("-01", "-00");
+    let w = SpanWriter::start(
+        "x",
+        &headers(&[("traceparent", &unsampled)]),
+        &default_sampler(),
+    );
+    assert!(!w.sampled());
+    assert!(w.context_headers()[0].1.ends_with("-00"));
+
+    // No parent, or a malformed one: a new trace.
+    for incoming in [headers(&[]), headers(&[("traceparent", "garbage")])] {
+        let mut w = SpanWriter::start("x", &incoming, &default_sampler());
+        assert!(w.sampled());
+        let span = Span::decode(w.finish(1).as_slice()).unwrap();
+        assert!(span.parent_span_id.is_empty());
+        assert_eq!(span.trace_id.len(), 16);
+    }
+
+    // OTEL_TRACES_SAMPLER=always_off records nothing.
+    let off = sampler_from_env(|k| (k == "OTEL_TRACES_SAMPLER").then(|| "always_off".into()));
+    assert!(!SpanWriter::start("x", &headers(&[]), &off.unwrap()).sampled());
+}
+
+#[test]
+fn the_sampler_variable_is_checked() {
+    let env = |sampler: &'static str, arg: Option<&'static str>| {
+        move |k: &str| match k {
+            "OTEL_TRACES_SAMPLER" => Some(sampler.to_string()),
+            "OTEL_TRACES_SAMPLER_ARG" => arg.map(String::from),
+            _ => None,
+        }
+    };
+    assert!(sampler_from_env(env("parentbased_traceidratio", Some("0.25"))).is_ok());
+    let e = sampler_from_env(env("traceidratio", Some("2"))).unwrap_err();
+    assert!(e.contains("OTEL_TRACES_SAMPLER_ARG"), "{e}");
+    let e = sampler_from_env(env("jaeger_remote", None)).unwrap_err();
+    assert!(
+        e.contains("OTEL_TRACES_SAMPLER") && e.contains("jaeger_remote"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_export_request_holds_resource_scope_and_spans() {
+    let spans: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            let mut w = SpanWriter::start("s", &headers(&[]), &default_sampler());
+            w.attr("i", i as i64);
+            w.finish(1)
+        })
+        .collect();
+    let mut resource = Vec::new();
+    wire::key_value(&mut resource, 1, "service.name", Value::Str("ai-extproc"));
+    let mut scope = Vec::new();
+    wire::bytes_field(&mut scope, 1, b"ai-extproc");
+    let bytes = wire::export_request(&resource, &scope, &spans);
+    let request = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+    let rs = &request.resource_spans[0];
+    let service = &rs.resource.as_ref().unwrap().attributes[0];
+    assert_eq!(service.key, "service.name");
+    let ss = &rs.scope_spans[0];
+    assert_eq!(ss.scope.as_ref().unwrap().name, "ai-extproc");
+    assert_eq!(ss.spans.len(), 3);
+    assert_eq!(attr(&ss.spans[2], "i"), [&Any::IntValue(2)]);
+}
+
+#[test]
+fn settings_that_cannot_be_honoured_are_errors_naming_them() {
+    let none = |_: &str| None;
+    let e = Settings::from_env("https://collector:4317", none).unwrap_err();
+    assert!(
+        e.contains("--otlp-endpoint") && e.contains("http://"),
+        "{e}"
+    );
+    for (var, value) in [
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "soon"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "-1"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "no-equals-sign"),
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "bad header=x"),
+    ] {
+        let e = Settings::from_env("http://127.0.0.1:4317", |k| {
+            (k == var).then(|| value.into())
+        })
+        .unwrap_err();
+        assert!(e.contains(var), "{var}: {e}");
+    }
+    let ok = Settings::from_env("http://127.0.0.1:4317", |k| {
+        (k == "OTEL_EXPORTER_OTLP_HEADERS").then(|| "api-key=a%3Db, X-Team = ml".into())
+    })
+    .unwrap();
+    let shown = format!("{ok:?}");
+    assert!(
+        shown.contains("\"api-key\": \"a=b\"") && shown.contains("\"x-team\": \"ml\""),
+        "{shown}"
+    );
+}
+
+#[test]
+fn without_a_collector_spans_are_dropped_and_counted_not_waited_on() {
+    // Nothing listens on the port: the export fails fast and its spans are counted.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let settings = Settings::from_env(&format!("http://127.0.0.1:{port}"), |k| match k {
+        "OTEL_BSP_SCHEDULE_DELAY" => Some("10".into()),
+        "OTEL_EXPORTER_OTLP_TIMEOUT" => Some("2000".into()),
+        _ => None,
+    })
+    .unwrap();
+    let before = dropped();
+    let (sink, guard) = start(settings).unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        let mut w = SpanWriter::start("s", &headers(&[]), &default_sampler());
+        sink.send(w.finish(1));
+    }
+    drop(guard); // flushes: the export is tried and fails
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(dropped() >= before + 3, "{} -> {}", before, dropped());
+}
