@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: bare Envoy, Envoy + ai-extproc, LiteLLM (and what else is installed),
 against the same mock upstream, in one run, on loopback. Prints a Markdown table with ratios
-against bare Envoy and saves it under bench/results/. Bounded in time (~3 minutes)."""
+against bare Envoy and saves it under bench/results/. Bounded in time (~8 minutes on 2 cores)."""
 
 import asyncio
 import json

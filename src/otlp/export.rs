@@ -92,8 +92,8 @@ impl Received {
     }
 }
 
-/// How and where spans are exported (OpenTelemetry's standard environment variables).
-#[derive(Debug)]
+/// How and where spans are exported (OpenTelemetry's standard environment variables). Its
+/// `Debug` leaves header values out: they may carry the collector's key.
 pub struct Settings {
     endpoint: String,
     headers: MetadataMap,
@@ -129,6 +129,17 @@ impl Settings {
             if !v.is_empty() && v != "none" {
                 return Err(format!(
                     "{name}={v:?}: compression is not supported (leave it unset or \"none\")"
+                ));
+            }
+        }
+        if let Some((name, v)) = pick(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ) {
+            if v.trim() != "grpc" {
+                return Err(format!(
+                    "{name}={v:?}: spans are exported over OTLP/gRPC only (\"grpc\"; a \
+                     collector's gRPC port, 4317 by default)"
                 ));
             }
         }
@@ -177,6 +188,35 @@ impl Settings {
             batch,
             resource: resource(),
         })
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    /// Header names only: their values may be the collector's key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&str> = self
+            .headers
+            .keys()
+            .map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => k.as_str(),
+                tonic::metadata::KeyRef::Binary(k) => k.as_str(),
+            })
+            .collect();
+        f.debug_struct("Settings")
+            .field("endpoint", &self.endpoint)
+            .field("headers", &headers)
+            .field("timeout", &self.timeout)
+            .field("delay", &self.delay)
+            .field("queue", &self.queue)
+            .field("batch", &self.batch)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+impl Settings {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 

@@ -13,6 +13,7 @@ use ai_extproc::upstreams::{
 use serde_json::Value;
 
 use crate::harness::{free_port, Gateway, Setup};
+use crate::otlp::Receiver;
 
 /// The three fakes: name, path prefix, model the rule sends them (`None`: the client's).
 const FAKES: [(&str, &str, Option<&str>); 3] = [
@@ -172,6 +173,11 @@ impl Fakes {
 }
 
 async fn start() -> (Gateway, Fakes) {
+    start_traced(None).await
+}
+
+/// With `otlp`, the processor runs as its own process exporting spans there.
+async fn start_traced(otlp: Option<&str>) -> (Gateway, Fakes) {
     let dir = tempfile::tempdir().unwrap();
     let mut up = Vec::new();
     let mut overrides = Vec::new();
@@ -208,6 +214,10 @@ async fn start() -> (Gateway, Fakes) {
         fake: false,
         test_upstream: false,
         overrides,
+        processor_process: otlp.is_some(),
+        processor_global_args: otlp
+            .map(|e| vec!["--otlp-endpoint".to_string(), e.to_string()])
+            .unwrap_or_default(),
         ..Setup::default()
     })
     .await;
@@ -527,4 +537,55 @@ async fn envoy_ai_gateways_provider_fallback_example_fails_over() {
         "default/provider-fallback-always-failing-upstream=;default/provider-fallback-aws=200"
     );
     assert_eq!(log[0]["backend"], "default/provider-fallback-aws");
+}
+
+/// A request that failed over is one span, each attempt an `attempt` event: the backend that
+/// failed and its status, then the one that answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_over_request_is_one_span_with_its_attempts_as_events() {
+    let (receiver, endpoint) = Receiver::start().await;
+    let (gw, _fakes) = start_traced(Some(&endpoint)).await;
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            &chat(MODEL, false),
+            &[(FAULT, "primary=503")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Spans leave in batches every 5 s (OTEL_BSP_SCHEDULE_DELAY's default).
+    let mut spans = Vec::new();
+    for _ in 0..150 {
+        spans = receiver.spans();
+        if !spans.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let span = spans
+        .iter()
+        .find(|s| s.name == "ChatCompletion")
+        .unwrap_or_else(|| panic!("no ChatCompletion span: {spans:?}"));
+    let attempts: Vec<(&str, &str, &str)> = span
+        .events
+        .iter()
+        .filter(|(name, _)| name == "attempt")
+        .map(|(_, a)| {
+            (
+                a["attempt"].as_str(),
+                a["backend"].as_str(),
+                a["status"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            ("1", "default/primary", "503"),
+            ("2", "default/secondary", "200")
+        ],
+        "{span:?}"
+    );
+    assert_eq!(span.attrs["ai_gateway.backend"], "default/secondary");
+    assert!(!span.error, "{span:?}");
 }

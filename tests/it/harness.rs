@@ -83,7 +83,7 @@ pub fn local_options(
         processor_workers: setup
             .processor_process
             .then(|| std::num::NonZeroUsize::new(1).expect("1")),
-        processor_global_args: Vec::new(),
+        processor_global_args: setup.processor_global_args.clone(),
         output_estimate: ai_extproc::gateway::DEFAULT_OUTPUT_ESTIMATE,
         budget_store: setup.budget_store.clone(),
         reload_interval: setup.reload_interval,
@@ -119,6 +119,8 @@ pub struct Setup {
     pub overrides: Vec<BackendOverride>,
     /// Where budgets are counted.
     pub budget_store: ai_extproc::app::BudgetStore,
+    /// Global flags for the processor process (`--otlp-endpoint`...; with `processor_process`).
+    pub processor_global_args: Vec<String>,
 }
 
 impl Default for Setup {
@@ -135,6 +137,7 @@ impl Default for Setup {
             test_upstream: true,
             overrides: Vec::new(),
             budget_store: ai_extproc::app::BudgetStore::Memory,
+            processor_global_args: Vec::new(),
         }
     }
 }

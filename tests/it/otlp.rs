@@ -10,16 +10,17 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 /// A span as the receiver got it: trace id (hex), name, error status, attributes as strings,
-/// event names.
+/// events (name and attributes).
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub trace_id: String,
     pub name: String,
     pub error: bool,
     pub attrs: HashMap<String, String>,
-    pub events: Vec<String>,
+    pub events: Vec<(String, HashMap<String, String>)>,
 }
 
 #[derive(Clone, Default)]
@@ -55,30 +56,37 @@ impl TraceService for Receiver {
         for rs in request.into_inner().resource_spans {
             for ss in rs.scope_spans {
                 for span in ss.spans {
-                    let attrs = span
-                        .attributes
-                        .iter()
-                        .map(|kv| {
-                            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                                Some(AnyValue::StringValue(s)) => s.clone(),
-                                Some(AnyValue::IntValue(i)) => i.to_string(),
-                                Some(AnyValue::DoubleValue(d)) => d.to_string(),
-                                Some(AnyValue::BoolValue(b)) => b.to_string(),
-                                other => format!("{other:?}"),
-                            };
-                            (kv.key.clone(), v)
-                        })
-                        .collect();
                     seen.push(Seen {
                         trace_id: span.trace_id.iter().map(|b| format!("{b:02x}")).collect(),
                         name: span.name,
                         error: span.status.is_some_and(|s| s.code == 2),
-                        attrs,
-                        events: span.events.into_iter().map(|e| e.name).collect(),
+                        attrs: strings(&span.attributes),
+                        events: span
+                            .events
+                            .iter()
+                            .map(|e| (e.name.clone(), strings(&e.attributes)))
+                            .collect(),
                     });
                 }
             }
         }
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
+}
+
+/// Attributes as strings.
+fn strings(attrs: &[KeyValue]) -> HashMap<String, String> {
+    attrs
+        .iter()
+        .map(|kv| {
+            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(AnyValue::StringValue(s)) => s.clone(),
+                Some(AnyValue::IntValue(i)) => i.to_string(),
+                Some(AnyValue::DoubleValue(d)) => d.to_string(),
+                Some(AnyValue::BoolValue(b)) => b.to_string(),
+                other => format!("{other:?}"),
+            };
+            (kv.key.clone(), v)
+        })
+        .collect()
 }

@@ -204,7 +204,7 @@ async fn run_hands_its_trace_flags_to_the_processor_and_spans_follow_genai() {
         !text.is_empty() && streamed.contains(&text[..text.len().min(5)]),
         "{text}"
     );
-    assert!(stream_span.events.iter().any(|e| e == "first_token"));
+    assert!(stream_span.events.iter().any(|(e, _)| e == "first_token"));
     // The refusal: an error span with its type.
     let refused = spans
         .iter()
