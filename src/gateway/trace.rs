@@ -36,6 +36,12 @@ fn image_placeholder(url: &str) -> String {
     format!("data:{kind};base64,[{} bytes omitted]", url.len())
 }
 
+/// What a request's attributes, and then its answer's, may take: this many
+/// `--trace-max-output-bytes` each (1 MiB by default), room for the capped `input.value` or
+/// `output.value` and the messages of a long conversation; past it attributes are dropped and
+/// counted in the span.
+const SPAN_LIMIT_FACTOR: usize = 16;
+
 /// Appended to a streamed answer cut at the cap.
 pub const TRUNCATED: &str = "…[truncated by ai-extproc]";
 
@@ -65,6 +71,8 @@ fn capped_bytes(bytes: &[u8], cap: usize) -> Cow<'_, str> {
 #[derive(Debug)]
 pub struct LlmSpan {
     w: SpanWriter,
+    /// Bytes of attributes each phase (request, response) may add.
+    limit: usize,
     cfg: TraceConfig,
     sink: Sink,
 }
@@ -74,7 +82,8 @@ impl LlmSpan {
     /// `x-request-id`): a child of the client's trace, named `ext_proc` until the endpoint is
     /// known.
     pub fn start(tracer: &Tracer, headers: &[(String, String)], cfg: TraceConfig) -> Self {
-        let mut w = SpanWriter::start("ext_proc", headers, &tracer.sampler);
+        let limit = SPAN_LIMIT_FACTOR * cfg.max_output_bytes.max(4096);
+        let mut w = SpanWriter::start("ext_proc", headers, &tracer.sampler, limit);
         if w.sampled() {
             if let Some((_, id)) = headers.iter().find(|(k, _)| k == "x-request-id") {
                 w.attr("request_id", id);
@@ -82,6 +91,7 @@ impl LlmSpan {
         }
         Self {
             w,
+            limit,
             cfg,
             sink: tracer.sink.clone(),
         }
@@ -120,6 +130,7 @@ impl LlmSpan {
         }
         // The body shows up about twice: `input.value` and the messages.
         let cap = self.cfg.max_output_bytes;
+        self.w.budget(self.limit);
         self.w.reserve(2 * body.len().min(cap) + 1024);
         let mut a = Attrs {
             cfg: &self.cfg,
@@ -133,6 +144,7 @@ impl LlmSpan {
         if !self.w.sampled() {
             return;
         }
+        self.w.budget(self.limit);
         let answer = outcome.trace_body.as_ref().map_or(0, |b| b.len());
         self.w
             .reserve(2 * answer.min(self.cfg.max_output_bytes) + 512);
@@ -257,9 +269,17 @@ impl Attrs<'_> {
         self.w.attr(key, value);
     }
 
-    /// Text from the conversation, or the redaction marker.
+    /// Text from the conversation, capped like `input.value` (a value already capped, at most
+    /// the cap and the marker long, is left as it is), or the redaction marker.
     fn text(&mut self, key: &str, value: &str, hidden: bool) {
-        self.put(key, if hidden { REDACTED } else { value });
+        let cap = self.cfg.max_output_bytes;
+        if hidden {
+            self.put(key, REDACTED);
+        } else if value.len() > cap + TRUNCATED.len() {
+            self.put(key, capped(value, cap).as_ref());
+        } else {
+            self.put(key, value);
+        }
     }
 }
 

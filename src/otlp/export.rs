@@ -33,13 +33,20 @@ pub fn dropped() -> u64 {
 struct Queue {
     state: Mutex<Pending>,
     wake: Notify,
+    /// Most spans, and most bytes of spans, waiting (a collector that stops answering costs
+    /// at most this much memory).
     cap: usize,
+    cap_bytes: usize,
     batch: usize,
 }
+
+/// Most bytes of spans waiting for export.
+const QUEUE_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Default)]
 struct Pending {
     spans: Vec<Vec<u8>>,
+    bytes: usize,
     /// Callers waiting for everything queued before them to be exported.
     flushes: Vec<std::sync::mpsc::Sender<()>>,
 }
@@ -60,10 +67,12 @@ impl Sink {
     pub fn send(&self, span: Vec<u8>) {
         let q = &self.0;
         let mut pending = q.lock();
-        if pending.spans.len() >= q.cap {
+        if pending.spans.len() >= q.cap || pending.bytes + span.len() > q.cap_bytes {
+            drop(pending);
             DROPPED.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        pending.bytes += span.len();
         pending.spans.push(span);
         let full = pending.spans.len() == q.batch;
         drop(pending);
@@ -72,10 +81,11 @@ impl Sink {
         }
     }
 
-    /// A sink whose spans a test reads.
+    /// A sink whose spans a test reads (at most 64 of them, 1 MiB).
     pub fn for_test() -> (Sink, Received) {
         let q = Arc::new(Queue {
             cap: 64,
+            cap_bytes: 1 << 20,
             batch: 64,
             ..Queue::default()
         });
@@ -88,7 +98,9 @@ pub struct Received(Arc<Queue>);
 
 impl Received {
     pub fn spans(&mut self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut self.0.lock().spans)
+        let mut pending = self.0.lock();
+        pending.bytes = 0;
+        std::mem::take(&mut pending.spans)
     }
 }
 
@@ -300,6 +312,7 @@ pub fn start(settings: Settings) -> Result<(Sink, ExportGuard), String> {
         .connect_timeout(settings.timeout);
     let queue = Arc::new(Queue {
         cap: settings.queue,
+        cap_bytes: QUEUE_BYTES,
         batch: settings.batch,
         ..Queue::default()
     });
@@ -326,6 +339,7 @@ async fn run(queue: Arc<Queue>, endpoint: tonic::transport::Endpoint, s: Setting
         let _ = tokio::time::timeout(s.delay, queue.wake.notified()).await;
         let (spans, flushes) = {
             let mut pending = queue.lock();
+            pending.bytes = 0;
             (
                 std::mem::take(&mut pending.spans),
                 std::mem::take(&mut pending.flushes),

@@ -40,6 +40,10 @@ pub struct SpanWriter {
     name: Cow<'static, str>,
     start: u64,
     attrs: Vec<u8>,
+    /// The attributes' length this phase may reach; past it an attribute is dropped and
+    /// counted (a client's ten thousand messages do not become a span of that size).
+    limit: usize,
+    dropped: u32,
     late: Vec<(&'static str, Late)>,
     events: Vec<u8>,
     error: Option<String>,
@@ -64,7 +68,13 @@ impl SpanWriter {
     /// A new span named `name`, a child of the W3C context in `headers` (`traceparent`,
     /// `tracestate`) when they carry a valid one, else the root of a new trace; recorded if
     /// `sampler` says so (the default samples a child as its parent was, a root always).
-    pub fn start(name: &'static str, headers: &[(String, String)], sampler: &Sampler) -> Self {
+    /// Its first attributes are kept within `limit` bytes (see [`SpanWriter::budget`]).
+    pub fn start(
+        name: &'static str,
+        headers: &[(String, String)],
+        sampler: &Sampler,
+        limit: usize,
+    ) -> Self {
         let ids = RandomIdGenerator::default();
         let parent_cx = TraceContextPropagator::new().extract(&HeaderPairs(headers));
         let parent = parent_cx.span().span_context().clone();
@@ -97,6 +107,8 @@ impl SpanWriter {
             name: Cow::Borrowed(name),
             start: now_ns(),
             attrs: Vec::new(),
+            limit,
+            dropped: 0,
             late: Vec::new(),
             events: Vec::new(),
             error: None,
@@ -113,14 +125,26 @@ impl SpanWriter {
         self.name = name.into();
     }
 
+    /// At most `n` more bytes of attributes from now on: each phase of a request gets its own
+    /// budget, so a huge request cannot crowd out what the answer adds (its token counts).
+    pub fn budget(&mut self, n: usize) {
+        self.limit = self.attrs.len().saturating_add(n);
+    }
+
     /// Room for about `n` more bytes of attributes (a body's worth), so the buffer grows once.
     pub fn reserve(&mut self, n: usize) {
         self.attrs.reserve(n);
     }
 
-    /// An attribute set once (the caller never sets `key` twice).
+    /// An attribute set once (the caller never sets `key` twice); dropped and counted when
+    /// it would take the attributes past the limit.
     pub fn attr<'a>(&mut self, key: &str, value: impl Into<Value<'a>>) {
+        let before = self.attrs.len();
         wire::key_value(&mut self.attrs, 9, key, value.into());
+        if self.attrs.len() > self.limit {
+            self.attrs.truncate(before);
+            self.dropped += 1;
+        }
     }
 
     /// An attribute a later call may replace.
@@ -199,6 +223,9 @@ impl SpanWriter {
         wire::fixed64_field(&mut span, 7, self.start);
         wire::fixed64_field(&mut span, 8, end.max(self.start));
         span.extend_from_slice(&self.attrs);
+        if self.dropped > 0 {
+            wire::varint_field(&mut span, 10, u64::from(self.dropped));
+        }
         span.extend_from_slice(&self.events);
         if let Some(message) = &self.error {
             let mut status = Vec::with_capacity(message.len() + 4);

@@ -29,12 +29,14 @@ fn default_sampler() -> opentelemetry_sdk::trace::Sampler {
     sampler_from_env(|_| None).unwrap()
 }
 
+const LIMIT: usize = 1 << 20;
+
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 #[test]
 fn a_span_decodes_as_otlp_with_everything_written() {
     let incoming = headers(&[("traceparent", PARENT), ("tracestate", "vendor=x")]);
-    let mut w = SpanWriter::start("ext_proc", &incoming, &default_sampler());
+    let mut w = SpanWriter::start("ext_proc", &incoming, &default_sampler(), LIMIT);
     assert!(w.sampled());
     w.rename("ChatCompletion");
     w.attr("text", "héllo");
@@ -100,7 +102,7 @@ fn hex(b: &[u8]) -> String {
 fn context_in_and_out() {
     // A child of the client's trace hands its own id on, sampled as its parent was.
     let incoming = headers(&[("traceparent", PARENT), ("tracestate", "vendor=x")]);
-    let w = SpanWriter::start("x", &incoming, &default_sampler());
+    let w = SpanWriter::start("x", &incoming, &default_sampler(), LIMIT);
     let out = w.context_headers();
     assert!(
         out.contains(&("tracestate".to_string(), "vendor=x".to_string())),
@@ -118,13 +120,14 @@ fn context_in_and_out() {
         "x",
         &headers(&[("traceparent", &unsampled)]),
         &default_sampler(),
+        LIMIT,
     );
     assert!(!w.sampled());
     assert!(w.context_headers()[0].1.ends_with("-00"));
 
     // No parent, or a malformed one: a new trace.
     for incoming in [headers(&[]), headers(&[("traceparent", "garbage")])] {
-        let mut w = SpanWriter::start("x", &incoming, &default_sampler());
+        let mut w = SpanWriter::start("x", &incoming, &default_sampler(), LIMIT);
         assert!(w.sampled());
         let span = Span::decode(w.finish(1).as_slice()).unwrap();
         assert!(span.parent_span_id.is_empty());
@@ -133,7 +136,7 @@ fn context_in_and_out() {
 
     // OTEL_TRACES_SAMPLER=always_off records nothing.
     let off = sampler_from_env(|k| (k == "OTEL_TRACES_SAMPLER").then(|| "always_off".into()));
-    assert!(!SpanWriter::start("x", &headers(&[]), &off.unwrap()).sampled());
+    assert!(!SpanWriter::start("x", &headers(&[]), &off.unwrap(), LIMIT).sampled());
 }
 
 #[test]
@@ -159,7 +162,7 @@ fn the_sampler_variable_is_checked() {
 fn an_export_request_holds_resource_scope_and_spans() {
     let spans: Vec<Vec<u8>> = (0..3)
         .map(|i| {
-            let mut w = SpanWriter::start("s", &headers(&[]), &default_sampler());
+            let mut w = SpanWriter::start("s", &headers(&[]), &default_sampler(), LIMIT);
             w.attr("i", i as i64);
             w.finish(1)
         })
@@ -232,10 +235,40 @@ fn without_a_collector_spans_are_dropped_and_counted_not_waited_on() {
     let (sink, guard) = start(settings).unwrap();
     let started = std::time::Instant::now();
     for _ in 0..3 {
-        let mut w = SpanWriter::start("s", &headers(&[]), &default_sampler());
+        let mut w = SpanWriter::start("s", &headers(&[]), &default_sampler(), LIMIT);
         sink.send(w.finish(1));
     }
     drop(guard); // flushes: the export is tried and fails
     assert!(started.elapsed() < Duration::from_secs(4));
     assert!(dropped() >= before + 3, "{} -> {}", before, dropped());
+}
+
+#[test]
+fn attributes_past_the_limit_are_dropped_and_counted() {
+    let mut w = SpanWriter::start("s", &headers(&[]), &default_sampler(), 100);
+    w.attr("small", "x");
+    w.attr("big", "y".repeat(200).as_str());
+    w.attr("after", 1i64);
+    w.late_str("llm.model_name", "m".into());
+    let span = Span::decode(w.finish(1).as_slice()).unwrap();
+    assert_eq!(span.dropped_attributes_count, 1);
+    assert!(attr(&span, "big").is_empty());
+    assert_eq!(attr(&span, "after"), [&Any::IntValue(1)]);
+    // What a later phase sets (the answering model, the error) is always written.
+    assert_eq!(attr(&span, "llm.model_name").len(), 1);
+}
+
+#[test]
+fn a_full_queue_drops_spans_and_counts_them() {
+    let (sink, mut received) = Sink::for_test();
+    let before = dropped();
+    // 1 MiB of room: the fourth 300 KB span does not fit.
+    for _ in 0..4 {
+        sink.send(vec![0; 300 << 10]);
+    }
+    assert_eq!(received.spans().len(), 3);
+    assert!(dropped() > before);
+    // Taken for export: room again.
+    sink.send(vec![0; 300 << 10]);
+    assert_eq!(received.spans().len(), 1);
 }

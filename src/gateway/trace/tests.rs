@@ -337,3 +337,29 @@ fn streamed_tool_calls_keep_their_ids_in_both_apis() {
     )
     .is_none());
 }
+
+#[test]
+fn a_huge_conversation_is_bounded_in_its_span() {
+    // 2,000 messages of 500 bytes, the cap at 64 bytes: each text is capped, and past the
+    // request's budget (16 caps, at least 64 KiB) messages are dropped and counted, never a
+    // 400 KB span.
+    let cfg = TraceConfig::from_env(TraceFormat::OpenInference, 64, |_| None);
+    let messages: Vec<serde_json::Value> = (0..2000)
+        .map(|_| serde_json::json!({"role": "user", "content": "x".repeat(500)}))
+        .collect();
+    let body = serde_json::json!({"model": "qwen-instruct", "messages": messages}).to_string();
+    let span = with(cfg, &body, "application/json", ANSWER);
+    assert_eq!(
+        s(&span, "llm.input_messages.0.message.content"),
+        format!("{}{}", "x".repeat(64), super::TRUNCATED)
+    );
+    assert!(
+        span.dropped_attributes_count > 0,
+        "{}",
+        span.attributes.len()
+    );
+    assert!(span.encoded_len() < 100 << 10, "{}", span.encoded_len());
+    // What the answer said still made it (the answer has a budget of its own).
+    assert_eq!(i(&span, "llm.token_count.total"), 43);
+    assert!(s(&span, "llm.output_messages.0.message.content").contains("A cat"));
+}
