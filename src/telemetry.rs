@@ -123,11 +123,6 @@ pub struct TelemetryGuard {
     _export: Option<crate::otlp::ExportGuard>,
 }
 
-/// Whether spans are exported (and trace context propagated to providers).
-pub fn export_enabled() -> bool {
-    crate::otlp::tracer().is_some()
-}
-
 /// Installs the global subscriber and, with `otlp_endpoint`, starts the span exporter.
 pub fn init(
     filter: &str,
