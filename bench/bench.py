@@ -372,14 +372,21 @@ def paired_ports(ports, path, slices=4):
     """Requests/s @16 conn of each labelled stack (label: port), in alternating slices of
     DURATION/2 seconds (at least 3); returns {label: rps over all its slices}."""
     seconds = max(DURATION // 2, 3)
-    total = {k: [0, 0.0] for k in ports}
+    done = paired_slices(ports, path, slices, seconds)
+    return {k: sum(d[k] for d in done) / (seconds * slices) for k in ports}
+
+
+def paired_slices(ports, path, slices, seconds):
+    """Requests of each labelled stack (label: port) in each of `slices` pairs of `seconds`-long
+    wrk runs, the order alternating from pair to pair; returns [{label: requests}, ...]."""
     labels = list(ports)
+    done = []
     for i in range(slices):
+        pair = {}
         for k in (labels if i % 2 == 0 else list(reversed(labels))):
-            r = wrk(f"http://127.0.0.1:{ports[k]}{path}", 16, seconds, {})
-            total[k][0] += r["requests"]
-            total[k][1] += seconds
-    return {k: n / s for k, (n, s) in total.items()}
+            pair[k] = wrk(f"http://127.0.0.1:{ports[k]}{path}", 16, seconds, {})["requests"]
+        done.append(pair)
+    return done
 
 
 # Processing modes of the floor rows, replacing what `envoy-config` renders.

@@ -28,15 +28,9 @@ def main():
         traced = () if os.environ.get("TRACE_PAIR_BOTH_OFF") else ("--otlp-endpoint", f"http://127.0.0.1:{b.OTLP}")
         b.start_product(tmp, "untraced", {})
         b.start_product(tmp, "traced", {}, port=18095, admin=19093, envoy_admin=19903, global_args=traced)
-        ports = {"off": 18091, "on": 18095}
-        ratios, totals = [], {"off": 0, "on": 0}
-        for i in range(slices):
-            got = {}
-            for k in (["off", "on"] if i % 2 == 0 else ["on", "off"]):
-                got[k] = b.wrk(f"http://127.0.0.1:{ports[k]}/v1/chat/completions", 16, 5, {})["requests"]
-                totals[k] += got[k]
-            ratios.append(got["on"] / got["off"])
-        ratios.sort()
+        done = b.paired_slices({"off": 18091, "on": 18095}, "/v1/chat/completions", slices, 5)
+        totals = {k: sum(d[k] for d in done) for k in ("off", "on")}
+        ratios = sorted(d["on"] / d["off"] for d in done)
         mid = len(ratios) // 2
         median = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
         print("pairs " + " ".join(f"{r:.3f}" for r in ratios))

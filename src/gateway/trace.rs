@@ -42,6 +42,11 @@ fn image_placeholder(url: &str) -> String {
 /// counted in the span.
 const SPAN_LIMIT_FACTOR: usize = 16;
 
+/// Bytes of attributes each phase of a request (its request, its answer) may add.
+fn limit(cfg: &TraceConfig) -> usize {
+    SPAN_LIMIT_FACTOR * cfg.max_output_bytes.max(4096)
+}
+
 /// Appended to a streamed answer cut at the cap.
 pub const TRUNCATED: &str = "…[truncated by ai-extproc]";
 
@@ -71,8 +76,6 @@ fn capped_bytes(bytes: &[u8], cap: usize) -> Cow<'_, str> {
 #[derive(Debug)]
 pub struct LlmSpan {
     w: SpanWriter,
-    /// Bytes of attributes each phase (request, response) may add.
-    limit: usize,
     cfg: TraceConfig,
     sink: Sink,
 }
@@ -82,8 +85,7 @@ impl LlmSpan {
     /// `x-request-id`): a child of the client's trace, named `ext_proc` until the endpoint is
     /// known.
     pub fn start(tracer: &Tracer, headers: &[(String, String)], cfg: TraceConfig) -> Self {
-        let limit = SPAN_LIMIT_FACTOR * cfg.max_output_bytes.max(4096);
-        let mut w = SpanWriter::start("ext_proc", headers, &tracer.sampler, limit);
+        let mut w = SpanWriter::start("ext_proc", headers, &tracer.sampler, limit(&cfg));
         if w.sampled() {
             if let Some((_, id)) = headers.iter().find(|(k, _)| k == "x-request-id") {
                 w.attr("request_id", id);
@@ -91,7 +93,6 @@ impl LlmSpan {
         }
         Self {
             w,
-            limit,
             cfg,
             sink: tracer.sink.clone(),
         }
@@ -130,7 +131,7 @@ impl LlmSpan {
         }
         // The body shows up about twice: `input.value` and the messages.
         let cap = self.cfg.max_output_bytes;
-        self.w.budget(self.limit);
+        self.w.budget(limit(&self.cfg));
         self.w.reserve(2 * body.len().min(cap) + 1024);
         let mut a = Attrs {
             cfg: &self.cfg,
@@ -144,7 +145,7 @@ impl LlmSpan {
         if !self.w.sampled() {
             return;
         }
-        self.w.budget(self.limit);
+        self.w.budget(limit(&self.cfg));
         let answer = outcome.trace_body.as_ref().map_or(0, |b| b.len());
         self.w
             .reserve(2 * answer.min(self.cfg.max_output_bytes) + 512);

@@ -64,12 +64,18 @@ pub struct SseState {
 pub struct Capture {
     pub text: String,
     pub reasoning: String,
-    /// Tool calls as they stream, one per call index: (id, name, arguments).
+    /// Tool calls as they stream, in the order they began: (id, name, arguments).
     pub tool_calls: Vec<(String, String, String)>,
     pub truncated: bool,
     cap: usize,
     used: usize,
+    /// The stream's own number for each of `tool_calls` (OpenAI's call `index`, Anthropic's
+    /// content block `index`, which counts text blocks too).
+    call_keys: Vec<usize>,
 }
+
+/// Most tool calls kept from one stream.
+const MAX_TOOL_CALLS: usize = 128;
 
 impl Capture {
     pub fn new(cap: usize) -> Self {
@@ -109,10 +115,11 @@ impl SseState {
         }
     }
 
-    /// A piece of tool call `index`: its id and name when first seen, then its arguments.
+    /// A piece of the tool call the stream numbers `key`: its id and name when first seen,
+    /// then its arguments.
     pub fn capture_tool_call(
         &mut self,
-        index: usize,
+        key: usize,
         id: Option<&str>,
         name: Option<&str>,
         arguments: &str,
@@ -120,14 +127,20 @@ impl SseState {
         let Some(c) = self.capture.as_mut() else {
             return;
         };
+        let at = match c.call_keys.iter().position(|k| *k == key) {
+            Some(at) => at,
+            None if c.call_keys.len() < MAX_TOOL_CALLS => {
+                c.call_keys.push(key);
+                c.tool_calls.push(Default::default());
+                c.call_keys.len() - 1
+            }
+            None => return,
+        };
         let n = id.map_or(0, str::len) + name.map_or(0, str::len) + arguments.len();
-        if index > 128 || !c.room(n) {
+        if !c.room(n) {
             return;
         }
-        while c.tool_calls.len() <= index {
-            c.tool_calls.push(Default::default());
-        }
-        let call = &mut c.tool_calls[index];
+        let call = &mut c.tool_calls[at];
         if let Some(id) = id {
             call.0.push_str(id);
         }

@@ -82,6 +82,7 @@ impl Sink {
     }
 
     /// A sink whose spans a test reads (at most 64 of them, 1 MiB).
+    #[cfg(test)]
     pub fn for_test() -> (Sink, Received) {
         let q = Arc::new(Queue {
             cap: 64,
@@ -94,8 +95,10 @@ impl Sink {
 }
 
 /// The spans a test sink got.
+#[cfg(test)]
 pub struct Received(Arc<Queue>);
 
+#[cfg(test)]
 impl Received {
     pub fn spans(&mut self) -> Vec<Vec<u8>> {
         let mut pending = self.0.lock();

@@ -12,11 +12,13 @@
 
 mod export;
 mod span;
-pub mod wire;
+mod wire;
 
 use std::sync::OnceLock;
 
-pub use export::{dropped, start, ExportGuard, Received, Settings, Sink};
+#[cfg(test)]
+pub use export::Received;
+pub use export::{dropped, start, ExportGuard, Settings, Sink};
 pub use span::{now_ns, SpanWriter};
 pub use wire::Value;
 

@@ -234,12 +234,12 @@ pub(super) fn answer<'a>(
     outcome: &'a ResponseOutcome,
     cap: usize,
 ) -> Answer<'a> {
-    let (messages, value, mime) = match (&outcome.trace_body, &outcome.capture) {
-        (Some(body), _) => (
-            output_messages(family, body),
-            capped_bytes(body, cap),
-            "application/json",
-        ),
+    match (&outcome.trace_body, &outcome.capture) {
+        (Some(body), _) => Answer {
+            messages: output_messages(family, body),
+            value: capped_bytes(body, cap),
+            mime: "application/json",
+        },
         (None, Some(c)) => {
             let mut text = c.text.clone();
             if c.truncated {
@@ -249,22 +249,19 @@ pub(super) fn answer<'a>(
                 role: "assistant".into(),
                 content: (!text.is_empty()).then(|| text.clone()),
                 reasoning: (!c.reasoning.is_empty()).then(|| c.reasoning.clone()),
-                tool_calls: c
-                    .tool_calls
-                    .iter()
-                    // Anthropic numbers calls by content block: text blocks leave empty slots.
-                    .filter(|(id, name, _)| !(id.is_empty() && name.is_empty()))
-                    .cloned()
-                    .collect(),
+                tool_calls: c.tool_calls.clone(),
                 ..Message::default()
             };
-            (vec![m], Cow::Owned(text), "text/plain")
+            Answer {
+                messages: vec![m],
+                value: Cow::Owned(text),
+                mime: "text/plain",
+            }
         }
-        (None, None) => (Vec::new(), Cow::Borrowed(""), ""),
-    };
-    Answer {
-        messages,
-        value,
-        mime,
+        (None, None) => Answer {
+            messages: Vec::new(),
+            value: Cow::Borrowed(""),
+            mime: "",
+        },
     }
 }

@@ -185,9 +185,7 @@ impl Family for Messages {
         }
         let non_empty = |t: &Option<Cow<'_, str>>| t.as_deref().is_some_and(|t| !t.is_empty());
         if s.capture.is_some() {
-            // Tool calls are numbered by the block that holds them; a block index past the
-            // captured calls' count makes room (text blocks leave empty slots, dropped when
-            // the span is written).
+            // A tool call is known by the index of the block that holds it.
             if let Some(b) = event
                 .content_block
                 .as_ref()
