@@ -219,7 +219,7 @@ impl Metrics {
         );
         registry.register(
             "ai_extproc_trace_spans_dropped",
-            "LLM spans not exported (export queue full, or the collector failed or was unreachable)",
+            "LLM spans not exported (export queue full, the collector failed, was unreachable or rejected them)",
             m.trace_spans_dropped.clone(),
         );
         registry.register(

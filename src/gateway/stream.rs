@@ -413,7 +413,7 @@ impl Stream {
                 &headers,
                 routed.status,
                 routed.strip_usage_chunk,
-                self.span.as_ref().map(LlmSpan::max_output_bytes),
+                self.span.as_ref().and_then(LlmSpan::capture_bytes),
             )
         };
         let mode = match body {

@@ -98,9 +98,10 @@ impl LlmSpan {
         }
     }
 
-    /// Most bytes of a streamed answer to keep.
-    pub fn max_output_bytes(&self) -> usize {
-        self.cfg.max_output_bytes
+    /// Most bytes of the answer to keep for the span; none when the span is not recorded
+    /// (an unsampled request keeps nothing of its answer).
+    pub fn capture_bytes(&self) -> Option<usize> {
+        self.w.sampled().then_some(self.cfg.max_output_bytes)
     }
 
     /// The W3C headers that carry the span's context to the provider.

@@ -19,13 +19,6 @@ use super::wire::{self, Value};
 
 const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-static DROPPED: AtomicU64 = AtomicU64::new(0);
-
-/// Spans dropped since start (queue full, or the collector failed or was unreachable).
-pub fn dropped() -> u64 {
-    DROPPED.load(Ordering::Relaxed)
-}
-
 /// The spans waiting for export. A producer takes the lock to push and wakes the exporter only
 /// when a batch is full (a wake-up per span, a syscall into another thread, cost more than
 /// the rest of the export); otherwise the exporter looks every `OTEL_BSP_SCHEDULE_DELAY`.
@@ -38,6 +31,8 @@ struct Queue {
     cap: usize,
     cap_bytes: usize,
     batch: usize,
+    /// Spans dropped: the queue was full, the export failed, or the collector rejected them.
+    dropped: AtomicU64,
 }
 
 /// Most bytes of spans waiting for export.
@@ -69,7 +64,7 @@ impl Sink {
         let mut pending = q.lock();
         if pending.spans.len() >= q.cap || pending.bytes + span.len() > q.cap_bytes {
             drop(pending);
-            DROPPED.fetch_add(1, Ordering::Relaxed);
+            q.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         pending.bytes += span.len();
@@ -79,6 +74,12 @@ impl Sink {
         if full {
             q.wake.notify_one();
         }
+    }
+
+    /// Spans dropped since start (queue full, the collector failing, unreachable, or
+    /// rejecting them).
+    pub fn dropped(&self) -> u64 {
+        self.0.dropped.load(Ordering::Relaxed)
     }
 
     /// A sink whose spans a test reads (at most 64 of them, 1 MiB).
@@ -338,6 +339,7 @@ async fn run(queue: Arc<Queue>, endpoint: tonic::transport::Endpoint, s: Setting
     let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy());
     let scope = scope();
     let mut failing = false;
+    let mut rejecting = false;
     loop {
         let _ = tokio::time::timeout(s.delay, queue.wake.notified()).await;
         let (spans, flushes) = {
@@ -356,13 +358,26 @@ async fn run(queue: Arc<Queue>, endpoint: tonic::transport::Endpoint, s: Setting
                 Ok(()) => grpc
                     .unary(request, PathAndQuery::from_static(EXPORT), Raw)
                     .await
-                    .map(drop),
+                    .map(tonic::Response::into_inner),
                 Err(e) => Err(Status::unavailable(e.to_string())),
             };
             match sent {
-                Ok(()) => failing = false,
+                Ok(answer) => {
+                    failing = false;
+                    // A partial success: the collector took the batch but not all of it.
+                    let partial = answer.partial_success.unwrap_or_default();
+                    let rejected = u64::try_from(partial.rejected_spans).unwrap_or(0);
+                    queue.dropped.fetch_add(rejected, Ordering::Relaxed);
+                    let warns = rejected > 0 || !partial.error_message.is_empty();
+                    if warns && !rejecting {
+                        tracing::warn!(endpoint = %s.endpoint, rejected, message = %partial.error_message, "the collector rejected spans");
+                    }
+                    rejecting = warns;
+                }
                 Err(status) => {
-                    DROPPED.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    queue
+                        .dropped
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     // One warning per run of failures, not one per batch.
                     if !failing {
                         tracing::warn!(endpoint = %s.endpoint, error = %status.message(), "exporting spans failed; dropping them until the collector answers");
@@ -377,14 +392,30 @@ async fn run(queue: Arc<Queue>, endpoint: tonic::transport::Endpoint, s: Setting
     }
 }
 
-/// The gRPC codec of already encoded messages: the request is sent as is, the answer (an
-/// `ExportTraceServiceResponse`, whose partial success we do not act on) read and dropped.
+/// The collector's answer, `ExportTraceServiceResponse`: only its partial success matters.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ExportAnswer {
+    #[prost(message, optional, tag = "1")]
+    partial_success: Option<PartialSuccess>,
+}
+
+/// `ExportTracePartialSuccess`: how many spans of the batch the collector rejected, and why.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PartialSuccess {
+    #[prost(int64, tag = "1")]
+    rejected_spans: i64,
+    #[prost(string, tag = "2")]
+    error_message: String,
+}
+
+/// The gRPC codec of already encoded messages: the request is sent as is; of the answer only
+/// the partial success is read.
 #[derive(Debug, Clone, Copy)]
 struct Raw;
 
 impl Codec for Raw {
     type Encode = Bytes;
-    type Decode = ();
+    type Decode = ExportAnswer;
     type Encoder = Raw;
     type Decoder = Raw;
 
@@ -408,11 +439,14 @@ impl Encoder for Raw {
 }
 
 impl Decoder for Raw {
-    type Item = ();
+    type Item = ExportAnswer;
     type Error = Status;
 
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ExportAnswer>, Status> {
+        use prost::Message as _;
+        // An answer we cannot read still means the batch arrived: count nothing as rejected.
+        let answer = ExportAnswer::decode(&mut *src).unwrap_or_default();
         src.advance(src.remaining());
-        Ok(Some(()))
+        Ok(Some(answer))
     }
 }

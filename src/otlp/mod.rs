@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 #[cfg(test)]
 pub use export::Received;
-pub use export::{dropped, start, ExportGuard, Settings, Sink};
+pub use export::{start, ExportGuard, Settings, Sink};
 pub use span::{now_ns, SpanWriter};
 pub use wire::Value;
 
@@ -36,6 +36,12 @@ static TRACER: OnceLock<Tracer> = OnceLock::new();
 /// The process's tracer, when spans are exported (`--otlp-endpoint`).
 pub fn tracer() -> Option<&'static Tracer> {
     TRACER.get()
+}
+
+/// Spans dropped since start (queue full, the collector failing, unreachable or rejecting
+/// them); 0 when spans are not exported.
+pub fn dropped() -> u64 {
+    tracer().map_or(0, |t| t.sink.dropped())
 }
 
 /// Makes `tracer` the process's (once; later calls are ignored).

@@ -255,6 +255,37 @@ fn a_stream_is_captured_within_its_cap() {
 }
 
 #[test]
+fn an_unsampled_request_records_nothing_and_hands_its_context_on() {
+    let cfg = TraceConfig::default();
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";
+    let spans = spans(|tracer| {
+        let unsampled = [("traceparent".to_string(), format!("{parent}-00"))];
+        let span = LlmSpan::start(tracer, &unsampled, cfg.clone());
+        // Its answer is not kept (the response reader captures nothing for it).
+        assert_eq!(span.capture_bytes(), None);
+        let context = span.context_headers();
+        assert!(context[0]
+            .1
+            .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(context[0].1.ends_with("-00"), "{context:?}");
+        let sampled = [("traceparent".to_string(), format!("{parent}-01"))];
+        let recorded = LlmSpan::start(tracer, &sampled, cfg.clone());
+        assert_eq!(recorded.capture_bytes(), Some(cfg.max_output_bytes));
+        drop(recorded);
+        // A whole unsampled exchange exports nothing.
+        let mut stream = Stream::new(config());
+        stream.trace_with(LlmSpan::start(tracer, &unsampled, cfg.clone()));
+        let headers = Headers::from([(":method", "POST"), (":path", "/v1/chat/completions")]);
+        stream.on_request_headers(headers, false).unwrap();
+        stream.on_request_body(Bytes::from(CHAT), true).unwrap();
+        let resp = Headers::from([(":status", "200"), ("content-type", "application/json")]);
+        stream.on_response_headers(resp, false).unwrap();
+        stream.on_response_body(Bytes::from(ANSWER), true).unwrap();
+    });
+    assert_eq!(spans.len(), 1, "only the sampled span is exported");
+}
+
+#[test]
 fn the_genai_variant_and_a_refusal() {
     let cfg = TraceConfig::from_env(TraceFormat::GenAi, 1024, |_| None);
     let span = with(cfg.clone(), CHAT, "application/json", ANSWER);
