@@ -11,6 +11,9 @@ COPY benches benches
 RUN cargo build --release --locked --bin ai-extproc
 
 FROM debian:bookworm-slim
+# CA certificates: the trace exporter's TLS to an https:// collector trusts the system's roots.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin ai-extproc
 COPY --from=build /src/target/release/ai-extproc /usr/local/bin/ai-extproc
 USER 10001

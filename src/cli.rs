@@ -32,8 +32,8 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, env = "AI_EXTPROC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Export traces over OTLP/gRPC to this endpoint (off when unset); W3C trace context is
-    /// then handed on to the provider.
+    /// Export traces over OTLP/gRPC to this endpoint, `http://` or `https://` (off when
+    /// unset); W3C trace context is then handed on to the provider.
     #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
     /// Attributes of the LLM spans: OpenInference's (Arize Phoenix...) or OpenTelemetry's GenAI

@@ -1,8 +1,9 @@
 //! The exporter: spans, already encoded, go through a bounded queue to a thread of their own
 //! that batches them into `ExportTraceServiceRequest`s and sends them over OTLP/gRPC. The
 //! request path's cost is one push under a lock; batching, the HTTP/2 writes and waiting on the
-//! collector happen off the processor's runtime. A full queue or a failed export drops spans
-//! and counts them (`ai_extproc_trace_spans_dropped`), never blocks a request.
+//! collector happen off the processor's runtime. A full queue, a failed export or spans the
+//! collector rejects are dropped and counted (`ai_extproc_trace_spans_dropped`), never block a
+//! request. TLS (an `https://` collector) and gzip are tonic's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,9 +11,12 @@ use std::time::Duration;
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use http::uri::PathAndQuery;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::Notify;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tonic::Status;
 
 use super::wire::{self, Value};
@@ -112,6 +116,11 @@ impl Received {
 /// `Debug` leaves header values out: they may carry the collector's key.
 pub struct Settings {
     endpoint: String,
+    /// TLS to an `https://` collector: the CA it trusts (the system's roots unless
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE` names one) and the client's own certificate, if any.
+    tls: Option<ClientTlsConfig>,
+    /// `OTEL_EXPORTER_OTLP_COMPRESSION=gzip`: exports are sent gzip-compressed.
+    gzip: bool,
     headers: MetadataMap,
     timeout: Duration,
     delay: Duration,
@@ -122,32 +131,43 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// `endpoint` (`http://host:port`), the rest from `OTEL_EXPORTER_OTLP_{,TRACES_}HEADERS`,
-    /// `..._TIMEOUT` (ms), `OTEL_BSP_SCHEDULE_DELAY` (ms), `OTEL_BSP_MAX_QUEUE_SIZE`,
+    /// `endpoint` (`http://host:port`, or `https://` for TLS), the rest from
+    /// `OTEL_EXPORTER_OTLP_{,TRACES_}HEADERS`, `..._TIMEOUT` (ms), `..._COMPRESSION`,
+    /// `..._CERTIFICATE`, `..._CLIENT_KEY` and `..._CLIENT_CERTIFICATE`,
+    /// `OTEL_BSP_SCHEDULE_DELAY` (ms), `OTEL_BSP_MAX_QUEUE_SIZE`,
     /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`; a value that cannot be honoured is an error naming
     /// its variable.
     pub fn from_env(endpoint: &str, get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        if !endpoint.starts_with("http://") {
-            return Err(format!(
-                "--otlp-endpoint {endpoint:?}: only plain http:// collectors are supported \
-                 (run an OpenTelemetry Collector beside the processor for TLS)"
-            ));
-        }
         let pick = |traces: &str, generic: &str| {
             get(traces)
                 .map(|v| (traces.to_string(), v))
                 .or_else(|| get(generic).map(|v| (generic.to_string(), v)))
         };
-        if let Some((name, v)) = pick(
+        let tls = if endpoint.starts_with("https://") {
+            Some(tls(&pick)?)
+        } else if endpoint.starts_with("http://") {
+            None
+        } else {
+            return Err(format!(
+                "--otlp-endpoint {endpoint:?}: an http:// or https:// URL (the collector's \
+                 OTLP/gRPC port, 4317 by default)"
+            ));
+        };
+        let gzip = match pick(
             "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
             "OTEL_EXPORTER_OTLP_COMPRESSION",
         ) {
-            if !v.is_empty() && v != "none" {
-                return Err(format!(
-                    "{name}={v:?}: compression is not supported (leave it unset or \"none\")"
-                ));
-            }
-        }
+            None => false,
+            Some((name, v)) => match v.trim() {
+                "" | "none" => false,
+                "gzip" => true,
+                _ => {
+                    return Err(format!(
+                        "{name}={v:?}: \"gzip\" or \"none\" (the compressions OTLP defines)"
+                    ))
+                }
+            },
+        };
         if let Some((name, v)) = pick(
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
             "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -197,6 +217,8 @@ impl Settings {
         }
         Ok(Self {
             endpoint: endpoint.to_string(),
+            tls,
+            gzip,
             headers,
             timeout: Duration::from_millis(timeout),
             delay: Duration::from_millis(number("OTEL_BSP_SCHEDULE_DELAY", 5000)?),
@@ -220,6 +242,8 @@ impl std::fmt::Debug for Settings {
             .collect();
         f.debug_struct("Settings")
             .field("endpoint", &self.endpoint)
+            .field("tls", &self.tls.is_some())
+            .field("gzip", &self.gzip)
             .field("headers", &headers)
             .field("timeout", &self.timeout)
             .field("delay", &self.delay)
@@ -233,6 +257,51 @@ impl std::fmt::Debug for Settings {
 impl Settings {
     pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The TLS settings of an `https://` collector, from `pick` (the `_TRACES_` variable, else the
+/// generic one): files that cannot be read, or hold no PEM certificate or key, are errors naming
+/// their variable, at start rather than at the first export.
+fn tls(pick: &impl Fn(&str, &str) -> Option<(String, String)>) -> Result<ClientTlsConfig, String> {
+    let pem = |(name, path): (String, String), key: bool| -> Result<Vec<u8>, String> {
+        let bytes = std::fs::read(&path).map_err(|e| format!("{name}={path:?}: {e}"))?;
+        let found = if key {
+            PrivateKeyDer::from_pem_slice(&bytes).is_ok()
+        } else {
+            CertificateDer::pem_slice_iter(&bytes).any(|c| c.is_ok())
+        };
+        if !found {
+            let what = if key { "private key" } else { "certificate" };
+            return Err(format!("{name}={path:?}: no PEM {what} in it"));
+        }
+        Ok(bytes)
+    };
+    let mut cfg = ClientTlsConfig::new();
+    cfg = match pick(
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    ) {
+        Some(file) => cfg.ca_certificate(Certificate::from_pem(pem(file, false)?)),
+        None => cfg.with_native_roots(),
+    };
+    let key = pick(
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+    );
+    let cert = pick(
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+    );
+    match (key, cert) {
+        (Some(key), Some(cert)) => {
+            Ok(cfg.identity(Identity::from_pem(pem(cert, false)?, pem(key, true)?)))
+        }
+        (None, None) => Ok(cfg),
+        (Some((name, _)), None) | (None, Some((name, _))) => Err(format!(
+            "{name}: a client key and a client certificate go together \
+             (OTEL_EXPORTER_OTLP_CLIENT_KEY and OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE)"
+        )),
     }
 }
 
@@ -310,10 +379,19 @@ impl Drop for ExportGuard {
 
 /// Starts the export thread; spans sent to the returned sink reach the collector.
 pub fn start(settings: Settings) -> Result<(Sink, ExportGuard), String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(settings.endpoint.clone())
+    let mut endpoint = tonic::transport::Endpoint::from_shared(settings.endpoint.clone())
         .map_err(|e| format!("--otlp-endpoint {:?}: {e}", settings.endpoint))?
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout);
+    if let Some(tls) = &settings.tls {
+        endpoint = endpoint.tls_config(tls.clone()).map_err(|e| {
+            format!(
+                "--otlp-endpoint {:?}: TLS: {e} (the system's CA certificates are used \
+                     unless OTEL_EXPORTER_OTLP_CERTIFICATE names a CA file)",
+                settings.endpoint
+            )
+        })?;
+    }
     let queue = Arc::new(Queue {
         cap: settings.queue,
         cap_bytes: QUEUE_BYTES,
@@ -337,6 +415,9 @@ pub fn start(settings: Settings) -> Result<(Sink, ExportGuard), String> {
 async fn run(queue: Arc<Queue>, endpoint: tonic::transport::Endpoint, s: Settings) {
     // Lazy: the collector may come up after the processor; each export tries again.
     let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy());
+    if s.gzip {
+        grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+    }
     let scope = scope();
     let mut failing = false;
     let mut rejecting = false;

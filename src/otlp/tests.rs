@@ -3,10 +3,15 @@
 
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span};
 use prost::Message as _;
+use tonic::codec::CompressionEncoding;
 
 use super::*;
 
@@ -185,13 +190,29 @@ fn an_export_request_holds_resource_scope_and_spans() {
 #[test]
 fn settings_that_cannot_be_honoured_are_errors_naming_them() {
     let none = |_: &str| None;
-    let e = Settings::from_env("https://collector:4317", none).unwrap_err();
+    let e = Settings::from_env("grpc://collector:4317", none).unwrap_err();
     assert!(
-        e.contains("--otlp-endpoint") && e.contains("http://"),
+        e.contains("--otlp-endpoint") && e.contains("https://"),
         "{e}"
     );
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let junk = junk.to_str().unwrap();
     for (var, value) in [
-        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+        ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", junk),
+        // One of the client's pair without the other.
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", junk),
+    ] {
+        let e = Settings::from_env("https://collector:4317", |k| {
+            (k == var).then(|| value.into())
+        })
+        .unwrap_err();
+        assert!(e.contains(var), "{var}: {e}");
+    }
+    for (var, value) in [
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ("OTEL_BSP_SCHEDULE_DELAY", "soon"),
         ("OTEL_EXPORTER_OTLP_TIMEOUT", "-1"),
@@ -271,26 +292,31 @@ fn a_full_queue_drops_spans_and_counts_them() {
     assert_eq!(received.spans().len(), 1);
 }
 
-/// A collector that takes every export but rejects `rejects` spans of each, saying why.
-struct Rejecting {
+/// What the test collector saw: spans, and whether they came gzip-compressed.
+#[derive(Default)]
+struct Seen {
+    spans: usize,
+    gzip: bool,
+}
+
+/// A collector that takes every export, rejecting `rejects` spans of each and saying why.
+struct Collector {
     rejects: i64,
-    got: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    seen: Arc<std::sync::Mutex<Seen>>,
 }
 
 #[tonic::async_trait]
 impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
-    for Rejecting
+    for Collector
 {
     async fn export(
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<
-        tonic::Response<
-            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
-        >,
-        tonic::Status,
-    > {
-        use opentelemetry_proto::tonic::collector::trace::v1::*;
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let gzip = request
+            .metadata()
+            .get("grpc-encoding")
+            .is_some_and(|v| v == "gzip");
         let spans: usize = request
             .into_inner()
             .resource_spans
@@ -298,10 +324,11 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
             .flat_map(|r| &r.scope_spans)
             .map(|s| s.spans.len())
             .sum();
-        self.got
-            .fetch_add(spans, std::sync::atomic::Ordering::Relaxed);
+        let mut seen = self.seen.lock().unwrap();
+        seen.spans += spans;
+        seen.gzip |= gzip;
         Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: Some(ExportTracePartialSuccess {
+            partial_success: (self.rejects > 0).then(|| ExportTracePartialSuccess {
                 rejected_spans: self.rejects,
                 error_message: "span too large".into(),
             }),
@@ -309,10 +336,15 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
     }
 }
 
-#[test]
-fn spans_a_collector_rejects_are_counted_as_dropped() {
+/// Starts the test collector on a loopback port (TLS with `tls`) on a thread of its own, for
+/// 30 s at most; returns its port and what it sees.
+fn collector(
+    rejects: i64,
+    tls: Option<rustls::ServerConfig>,
+) -> (u16, Arc<std::sync::Mutex<Seen>>) {
+    use futures_util::StreamExt as _;
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
-    let got = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -321,22 +353,47 @@ fn spans_a_collector_rejects_are_counted_as_dropped() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let port = listener.local_addr().unwrap().port();
-    let collector = Rejecting {
-        rejects: 2,
-        got: got.clone(),
-    };
+    let service = TraceServiceServer::new(Collector {
+        rejects,
+        seen: seen.clone(),
+    })
+    .accept_compressed(CompressionEncoding::Gzip);
     std::thread::spawn(move || {
         runtime.block_on(async move {
-            let serve = tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(collector))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-            // Long enough for the export; the thread ends with the test process otherwise.
+            let server = tonic::transport::Server::builder().add_service(service);
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let serve = async move {
+                match tls {
+                    None => server.serve_with_incoming(incoming).await,
+                    Some(config) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+                        // A handshake that fails (a client that does not trust us) ends
+                        // that connection only.
+                        let tls = incoming
+                            .filter_map(move |tcp| {
+                                let acceptor = acceptor.clone();
+                                async move { acceptor.accept(tcp.ok()?).await.ok() }
+                            })
+                            .map(Ok::<_, std::io::Error>);
+                        server.serve_with_incoming(tls).await
+                    }
+                }
+            };
             let _ = tokio::time::timeout(Duration::from_secs(30), serve).await;
         })
     });
-    let settings = Settings::from_env(&format!("http://127.0.0.1:{port}"), |k| match k {
-        "OTEL_BSP_SCHEDULE_DELAY" => Some("10".into()),
-        _ => None,
+    (port, seen)
+}
+
+/// Three spans exported to `endpoint` with the variables `env`; returns how many were dropped.
+fn export_three(endpoint: &str, env: &[(&str, String)]) -> u64 {
+    let settings = Settings::from_env(endpoint, |k| {
+        if k == "OTEL_BSP_SCHEDULE_DELAY" {
+            return Some("10".into());
+        }
+        env.iter()
+            .find(|(name, _)| *name == k)
+            .map(|(_, v)| v.clone())
     })
     .unwrap();
     let (sink, guard) = start(settings).unwrap();
@@ -344,7 +401,128 @@ fn spans_a_collector_rejects_are_counted_as_dropped() {
         let mut w = SpanWriter::start("s", &headers(&[]), &default_sampler(), LIMIT);
         sink.send(w.finish(1));
     }
-    drop(guard); // flushes: one export of 3 spans, 2 of them rejected
-    assert_eq!(got.load(std::sync::atomic::Ordering::Relaxed), 3);
-    assert_eq!(sink.dropped(), 2);
+    drop(guard); // flushes: one export of the 3 spans
+    sink.dropped()
+}
+
+#[test]
+fn spans_a_collector_rejects_are_counted_as_dropped() {
+    let (port, seen) = collector(2, None);
+    let dropped = export_three(&format!("http://127.0.0.1:{port}"), &[]);
+    assert_eq!(seen.lock().unwrap().spans, 3);
+    assert_eq!(dropped, 2);
+}
+
+#[test]
+fn exports_can_be_gzip_compressed() {
+    let (port, seen) = collector(0, None);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let env = [("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip".to_string())];
+    assert_eq!(export_three(&endpoint, &env), 0);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.spans, 3);
+    assert!(seen.gzip, "the export was not gzip-compressed");
+}
+
+#[test]
+fn an_https_collector_is_verified_against_the_ca_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::upstreams::TestCa::generate(&["localhost"]).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let (port, seen) = collector(0, Some((*ca.server_config).clone()));
+    let endpoint = format!("https://localhost:{port}");
+    // Trusting the collector's CA: the spans arrive.
+    let env = [(
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        ca_file.to_str().unwrap().to_string(),
+    )];
+    assert_eq!(export_three(&endpoint, &env), 0);
+    assert_eq!(seen.lock().unwrap().spans, 3);
+    // With the system's roots only, the test CA is not trusted: nothing is sent.
+    assert_eq!(export_three(&endpoint, &[]), 3);
+    assert_eq!(seen.lock().unwrap().spans, 3);
+}
+
+/// A CA, a `localhost` server certificate and a client certificate it signed, as PEM
+/// (certificate, key) pairs, and the CA's certificate.
+struct Pki {
+    ca: String,
+    server: (String, String),
+    client: (String, String),
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    Pki {
+        ca,
+        server: leaf("localhost"),
+        client: leaf("ai-extproc"),
+    }
+}
+
+#[test]
+fn a_collector_that_wants_a_client_certificate_gets_the_one_configured() {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pki = pki();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.ca.as_bytes()).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(pki.server.0.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(pki.server.1.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    let (port, seen) = collector(0, Some(server));
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let ca = ("OTEL_EXPORTER_OTLP_CERTIFICATE", file("ca.pem", &pki.ca));
+    let endpoint = format!("https://localhost:{port}");
+    // Without a client certificate the collector refuses the connection.
+    assert_eq!(export_three(&endpoint, std::slice::from_ref(&ca)), 3);
+    assert_eq!(seen.lock().unwrap().spans, 0);
+    let env = [
+        ca,
+        (
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            file("client.pem", &pki.client.0),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            file("client.key", &pki.client.1),
+        ),
+    ];
+    assert_eq!(export_three(&endpoint, &env), 0);
+    assert_eq!(seen.lock().unwrap().spans, 3);
 }
