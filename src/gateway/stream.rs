@@ -165,8 +165,12 @@ impl Stream {
             Endpoint::Api(family) => Some(family),
             Endpoint::Models | Endpoint::Model | Endpoint::StoredResponse => None,
         };
-        if let (Some(span), Some(family)) = (&mut self.span, family) {
-            span.named(family);
+        if let Some(span) = &mut self.span {
+            match (family, endpoint.span_name()) {
+                (Some(family), _) => span.named(family),
+                (None, Some(name)) => span.named_as(name),
+                (None, None) => {}
+            }
         }
         if !endpoint.allows(&method) {
             let allowed = endpoint.allow();

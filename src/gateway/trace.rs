@@ -118,6 +118,12 @@ impl LlmSpan {
         self.w.rename(name);
     }
 
+    /// The endpoint has no family (the models list, a stored response): the span takes
+    /// `name`.
+    pub fn named_as(&mut self, name: &'static str) {
+        self.w.rename(name);
+    }
+
     /// The request was routed: what it asks, of whom.
     pub(crate) fn request(&mut self, config: &Config, routed: &Routed, body: &[u8]) {
         if !self.w.sampled() {

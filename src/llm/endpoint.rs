@@ -18,6 +18,17 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The span name of an endpoint the gateway answers or forwards without a family (an API
+    /// family's spans take the family's name).
+    pub fn span_name(&self) -> Option<&'static str> {
+        match self {
+            Self::Models => Some("ListModels"),
+            Self::Model => Some("GetModel"),
+            Self::StoredResponse => Some("StoredResponse"),
+            Self::Api(_) => None,
+        }
+    }
+
     /// Recognises `/v1/<endpoint>` with or without a query string.
     pub fn from_path(path: &str) -> Option<Self> {
         let bare = path.split_once('?').map_or(path, |(p, _)| p);

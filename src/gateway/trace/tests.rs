@@ -394,3 +394,20 @@ fn a_huge_conversation_is_bounded_in_its_span() {
     assert_eq!(i(&span, "llm.token_count.total"), 43);
     assert!(s(&span, "llm.output_messages.0.message.content").contains("A cat"));
 }
+
+#[test]
+fn the_models_list_is_a_span_named_after_it() {
+    let spans = spans(|tracer| {
+        for path in ["/v1/models", "/v1/models/qwen-instruct"] {
+            let mut stream = Stream::new(config());
+            stream.trace_with(LlmSpan::start(tracer, &[], TraceConfig::default()));
+            let headers = Headers::from([(":method", "GET"), (":path", path)]);
+            match stream.on_request_headers(headers, true).unwrap() {
+                Reply::Immediate(i) => assert_eq!(i.status, 200),
+                _ => panic!("{path}: the gateway answers it"),
+            }
+        }
+    });
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["ListModels", "GetModel"]);
+}
