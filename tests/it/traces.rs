@@ -534,12 +534,14 @@ async fn openinference_spans_in_phoenix_with_and_without_the_privacy_switches() 
         sent.embedding["usage"]["prompt_tokens"]
     );
 
-    // The privacy switches: images in inputs and every output hidden, the rest kept.
+    // The privacy switches: images in inputs and every output hidden, the rest kept. These
+    // exports go gzip-compressed (Phoenix takes them as any OTLP/gRPC collector does).
     let dir = tempfile::tempdir().unwrap();
     let (mut run, base) = start_run(
         dir.path(),
         &["--otlp-endpoint", &otlp],
         &[
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
             ("OPENINFERENCE_HIDE_INPUT_IMAGES", "true"),
             ("OPENINFERENCE_HIDE_OUTPUTS", "true"),
             (
