@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: bare Envoy, Envoy + ai-extproc, LiteLLM (and what else is installed),
 against the same mock upstream, in one run, on loopback. Prints a Markdown table with ratios
-against bare Envoy and saves it under bench/results/. Bounded in time (~8 minutes on 2 cores)."""
+against bare Envoy and saves it under bench/results/. Bounded in time (~10 minutes on 2 cores)."""
 
 import asyncio
 import json
@@ -311,9 +311,8 @@ def main():
             results.append(measure("Envoy + ai-extproc, spans configured, the client's traceparent unsampled", 18091,
                                    "/v1/chat/completions", TRACE_UNSAMPLED, pids))
             before = spans_received(count)
-            # Twice the slices of the other pairings: the collector shares the 2 cores.
             paired_trace = paired_targets({"off": (18091, TRACE_UNSAMPLED), "on": (18091, TRACE_SAMPLED)},
-                                          "/v1/chat/completions", slices=8)
+                                          "/v1/chat/completions")
             stop(envoy, proc)
             time.sleep(0.5)
             exports, size = spans_received(count)
@@ -359,7 +358,7 @@ def model_body(model, body=None):
     return (body or BODY).replace('"bench-model"', f'"{model}"')
 
 
-def paired_rps(port, path, models, slices=4, headers=None):
+def paired_rps(port, path, models, slices=8, headers=None):
     """Requests/s @16 conn of each model's rule, measured in alternating slices of DURATION/2
     seconds (at least 3) in one Envoy; returns {model: rps over all its slices}."""
     global BODY
@@ -378,7 +377,7 @@ def paired_rps(port, path, models, slices=4, headers=None):
     return {m: n / s for m, (n, s) in total.items()}
 
 
-def paired_targets(targets, path, slices=4):
+def paired_targets(targets, path, slices=8):
     """Requests/s @16 conn of each labelled target (label: (port, headers)), in alternating
     slices of DURATION/2 seconds (at least 3); returns {label: rps over all its slices}."""
     seconds = max(DURATION // 2, 3)
