@@ -11,6 +11,7 @@
 //! ids, the sampler from `OTEL_TRACES_SAMPLER`, the resource from `OTEL_RESOURCE_ATTRIBUTES`.
 
 mod export;
+mod settings;
 mod span;
 mod wire;
 
@@ -18,7 +19,8 @@ use std::sync::OnceLock;
 
 #[cfg(test)]
 pub use export::Received;
-pub use export::{start, ExportGuard, Settings, Sink};
+pub use export::{start, ExportGuard, Sink};
+pub use settings::Settings;
 pub use span::{now_ns, SpanWriter};
 pub use wire::Value;
 
