@@ -12,12 +12,13 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
-/// A span as the receiver got it: trace id (hex), name, error status, attributes as strings,
-/// events (name and attributes).
+/// A span as the receiver got it: trace id (hex), name, duration, error status, attributes as
+/// strings, events (name and attributes).
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub trace_id: String,
     pub name: String,
+    pub duration: std::time::Duration,
     pub error: bool,
     pub attrs: HashMap<String, String>,
     pub events: Vec<(String, HashMap<String, String>)>,
@@ -59,6 +60,10 @@ impl TraceService for Receiver {
                     seen.push(Seen {
                         trace_id: span.trace_id.iter().map(|b| format!("{b:02x}")).collect(),
                         name: span.name,
+                        duration: std::time::Duration::from_nanos(
+                            span.end_time_unix_nano
+                                .saturating_sub(span.start_time_unix_nano),
+                        ),
                         error: span.status.is_some_and(|s| s.code == 2),
                         attrs: strings(&span.attributes),
                         events: span
