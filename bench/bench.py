@@ -400,7 +400,8 @@ def paired_slices(targets, path, slices, seconds, pids=None, used=None):
             before = {n: cpu_seconds(p) for n, p in watched.items()}
             pair[k] = wrk(f"http://127.0.0.1:{port}{path}", 16, seconds, headers)["requests"]
             for n, p in watched.items():
-                used.setdefault(k, {})[n] = used.get(k, {}).get(n, 0.0) + cpu_seconds(p) - before[n]
+                spent = used.setdefault(k, {})
+                spent[n] = spent.get(n, 0.0) + cpu_seconds(p) - before[n]
         done.append(pair)
     return done
 

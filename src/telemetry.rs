@@ -109,6 +109,16 @@ impl TraceConfig {
             max_output_bytes,
         }
     }
+
+    /// Whether the input (`input`) or output messages are hidden whole:
+    /// `OPENINFERENCE_HIDE_INPUTS`/`_OUTPUTS` or `..._INPUT_MESSAGES`/`..._OUTPUT_MESSAGES`.
+    pub fn hides_messages(&self, input: bool) -> bool {
+        if input {
+            self.hide_inputs || self.hide_input_messages
+        } else {
+            self.hide_outputs || self.hide_output_messages
+        }
+    }
 }
 
 static TRACE_CONFIG: std::sync::OnceLock<TraceConfig> = std::sync::OnceLock::new();

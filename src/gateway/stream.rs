@@ -166,10 +166,10 @@ impl Stream {
             Endpoint::Models | Endpoint::Model | Endpoint::StoredResponse => None,
         };
         if let Some(span) = &mut self.span {
-            match (family, endpoint.span_name()) {
-                (Some(family), _) => span.named(family),
-                (None, Some(name)) => span.named_as(name),
-                (None, None) => {}
+            match family {
+                // The trace format picks a family's name (OpenInference's or GenAI's).
+                Some(family) => span.named(family),
+                None => span.named_as(endpoint.span_name()),
             }
         }
         if !endpoint.allows(&method) {

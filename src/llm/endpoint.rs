@@ -18,14 +18,13 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// The span name of an endpoint the gateway answers or forwards without a family (an API
-    /// family's spans take the family's name).
-    pub fn span_name(&self) -> Option<&'static str> {
+    /// The span name of the endpoint (an API family's is the family's own).
+    pub fn span_name(&self) -> &'static str {
         match self {
-            Self::Models => Some("ListModels"),
-            Self::Model => Some("GetModel"),
-            Self::StoredResponse => Some("StoredResponse"),
-            Self::Api(_) => None,
+            Self::Models => "ListModels",
+            Self::Model => "GetModel",
+            Self::StoredResponse => "StoredResponse",
+            Self::Api(family) => family.span_name(),
         }
     }
 

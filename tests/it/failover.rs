@@ -553,15 +553,11 @@ async fn a_failed_over_request_is_one_span_with_its_attempts_as_events() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    // Spans leave in batches every 5 s (OTEL_BSP_SCHEDULE_DELAY's default).
-    let mut spans = Vec::new();
-    for _ in 0..150 {
-        spans = receiver.spans();
-        if !spans.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let spans = receiver
+        .wait_for("a ChatCompletion span", |spans| {
+            spans.iter().any(|s| s.name == "ChatCompletion")
+        })
+        .await;
     let span = spans
         .iter()
         .find(|s| s.name == "ChatCompletion")

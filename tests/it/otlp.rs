@@ -45,6 +45,21 @@ impl Receiver {
     pub fn spans(&self) -> Vec<Seen> {
         self.0.lock().unwrap().clone()
     }
+
+    /// The spans received once `done` holds of them; spans leave the processor in batches
+    /// every 5 s (`OTEL_BSP_SCHEDULE_DELAY`'s default), so this waits up to 15 s, then fails
+    /// naming `what` and showing what came.
+    pub async fn wait_for(&self, what: &str, done: impl Fn(&[Seen]) -> bool) -> Vec<Seen> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let spans = self.spans();
+            if done(&spans) {
+                return spans;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what}: {spans:#?}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }
 
 #[tonic::async_trait]

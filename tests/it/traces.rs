@@ -128,23 +128,11 @@ async fn run_hands_its_trace_flags_to_the_processor_and_spans_follow_genai() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    // The batch exporter sends within seconds.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let chat_spans = || {
-        let spans = receiver.spans();
-        (
-            spans.iter().filter(|s| s.name.starts_with("chat")).count(),
-            spans,
-        )
-    };
-    while chat_spans().0 < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "three chat spans: {:#?}",
-            chat_spans().1
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    receiver
+        .wait_for("three chat spans", |spans| {
+            spans.iter().filter(|s| s.name.starts_with("chat")).count() >= 3
+        })
+        .await;
     // `run` killed outright (it cannot stop its children): the processor it started notices
     // and stops by itself instead of holding its socket and log pipe forever.
     let run_pid = child.id().unwrap();

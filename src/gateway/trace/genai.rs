@@ -78,12 +78,7 @@ pub(super) fn response(
 /// GenAI's `gen_ai.{input,output}.messages`: one JSON array of `{role, parts}`.
 fn genai_messages(a: &mut Attrs<'_>, key: &str, messages: &[Message], input: bool) {
     let cfg = a.cfg;
-    let hidden = if input {
-        cfg.hide_inputs || cfg.hide_input_messages
-    } else {
-        cfg.hide_outputs || cfg.hide_output_messages
-    };
-    if hidden {
+    if cfg.hides_messages(input) {
         a.put(key, REDACTED);
         return;
     }

@@ -44,31 +44,21 @@ pub(super) fn request(
     for (i, tool) in fields.elements("tools").iter().enumerate() {
         a.put(&format!("llm.tools.{i}.tool.json_schema"), tool.get());
     }
+    // Prompts, embedding inputs and rerank texts: input text, not messages.
+    let hide_text = cfg.hide_inputs || cfg.hide_input_text;
     match family.name() {
         "completions" => {
-            let prompts: Vec<String> = match &fields.value("prompt") {
-                Value::Array(items) => items.iter().map(str_of).collect(),
-                other => vec![str_of(other)],
-            };
-            for (i, p) in prompts.iter().enumerate() {
-                a.text(
-                    &format!("llm.prompts.{i}.prompt.text"),
-                    p,
-                    cfg.hide_inputs || cfg.hide_input_text,
-                );
+            for (i, p) in texts(&fields.value("prompt")).iter().enumerate() {
+                a.text(&format!("llm.prompts.{i}.prompt.text"), p, hide_text);
             }
         }
         "embeddings" => {
             a.put("embedding.model_name", &routed.provider_model);
-            let texts: Vec<String> = match &fields.value("input") {
-                Value::Array(items) => items.iter().map(str_of).collect(),
-                other => vec![str_of(other)],
-            };
-            for (i, t) in texts.iter().enumerate() {
+            for (i, t) in texts(&fields.value("input")).iter().enumerate() {
                 a.text(
                     &format!("embedding.embeddings.{i}.embedding.text"),
                     t,
-                    cfg.hide_inputs || cfg.hide_input_text,
+                    hide_text,
                 );
             }
         }
@@ -77,7 +67,7 @@ pub(super) fn request(
             a.text(
                 "reranker.query",
                 fields.value("query").as_str().unwrap_or(""),
-                cfg.hide_inputs || cfg.hide_input_text,
+                hide_text,
             );
             for (i, d) in fields
                 .value("documents")
@@ -90,7 +80,7 @@ pub(super) fn request(
                 a.text(
                     &format!("reranker.input_documents.{i}.document.content"),
                     &text,
-                    cfg.hide_inputs || cfg.hide_input_text,
+                    hide_text,
                 );
             }
         }
@@ -137,14 +127,18 @@ pub(super) fn response(
     put_messages(a, "llm.output_messages", &answer.messages, false);
 }
 
+/// A field that is one text or an array of them (`prompt`, embeddings' `input`).
+fn texts(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items.iter().map(str_of).collect(),
+        other => vec![str_of(other)],
+    }
+}
+
 /// OpenInference's `llm.{input,output}_messages.{i}.message.*`.
 fn put_messages(a: &mut Attrs<'_>, prefix: &str, messages: &[Message], input: bool) {
     let cfg = a.cfg;
-    let hide_all = if input {
-        cfg.hide_inputs || cfg.hide_input_messages
-    } else {
-        cfg.hide_outputs || cfg.hide_output_messages
-    };
+    let hide_all = cfg.hides_messages(input);
     let hide_text = hide_all
         || if input {
             cfg.hide_input_text
